@@ -1,0 +1,131 @@
+"""The saved model: `model/model.safetensors` + `model/modelyard.json`, and `load()` to predict with it.
+
+modelyard.json holds the architecture config, input shape, label names and preprocessing, so a model
+predicts without the experiment config or the training data.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from modelyard.errors import DataError, RunError
+
+FORMAT_VERSION = 1
+
+
+def save_artifact(folder: Path, model: torch.nn.Module, *, model_cfg, input_shape, labels, preprocessor,
+                  experiment: str) -> None:
+    from safetensors.torch import save_model
+
+    from modelyard import __version__
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(folder / "model.safetensors"))
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "modelyard_version": __version__,
+        "experiment": experiment,
+        "task": "classification",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": model_cfg.model_dump(mode="json"),
+        "input_shape": list(input_shape),
+        "labels": list(labels),
+        "preprocessing": preprocessor.to_json(),
+    }
+    (folder / "modelyard.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    path = Path(path)
+    for candidate in (path, path / "model"):
+        if (candidate / "modelyard.json").is_file():
+            return candidate
+    if path.is_dir() and (path / "config.yaml").is_file():
+        raise RunError(f"run {path} has no saved model yet (no model/modelyard.json): it did not finish. "
+                       f"Resume it with `modelyard train --resume {path}`")
+    raise RunError(f"{path} is neither a run directory nor a model directory (no modelyard.json found)")
+
+
+class Predictor:
+    """A saved model ready to predict. Create it with `modelyard.load(path)`.
+
+    Example:
+        >>> model = modelyard.load("runs/digits-lenet-20261122T060000Z")
+        >>> model.predict("my_digits/")          # label per image
+        >>> model.predict_proba(frame)            # (N, C) probabilities, columns in `model.labels` order
+    """
+
+    def __init__(self, model_dir: Path, model: torch.nn.Module, meta: dict, preprocessor: Any) -> None:
+        self.model_dir, self.model, self.meta, self.preprocessor = model_dir, model, meta, preprocessor
+        self.labels: list[str] = meta["labels"]
+        self.device = next(model.parameters()).device
+
+    @property
+    def name(self) -> str:
+        return self.meta["experiment"]
+
+    def transform(self, inputs) -> torch.Tensor:
+        """Raw inputs (a path, a DataFrame, arrays, PIL images) -> the model's input tensor."""
+        if isinstance(inputs, (str, Path)):
+            inputs, _ = self.read(inputs)
+        return self.preprocessor.transform(inputs)
+
+    def read(self, path: str | Path) -> tuple[Any, list[str]]:
+        """Read a folder of images, an image file or a CSV; returns raw inputs and an id per input."""
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"input {path} not found")
+        return self.preprocessor.read_inputs(path)
+
+    def predict_proba(self, inputs, *, batch_size: int = 512) -> np.ndarray:
+        from modelyard.inference import predict_tensor
+
+        x = self.transform(inputs)
+        return predict_tensor(self.model, x, batch_size=batch_size, device=self.device)
+
+    def predict(self, inputs, *, batch_size: int = 512) -> np.ndarray:
+        """The predicted label (a name from `labels`) of each input."""
+        prob = self.predict_proba(inputs, batch_size=batch_size)
+        return np.asarray(self.labels, dtype=object)[prob.argmax(axis=1)]
+
+    def predict_frame(self, inputs, ids: list[str] | None = None) -> pd.DataFrame:
+        """One row per input: id, predicted label, confidence, and every class probability."""
+        if isinstance(inputs, (str, Path)):
+            inputs, ids = self.read(inputs)
+        prob = self.predict_proba(inputs)
+        frame = pd.DataFrame({"id": ids if ids is not None else np.arange(1, len(prob) + 1)})
+        frame["predicted"] = np.asarray(self.labels, dtype=object)[prob.argmax(axis=1)]
+        frame["confidence"] = prob.max(axis=1)
+        for i, lab in enumerate(self.labels):
+            frame[f"prob_{lab}"] = prob[:, i]
+        return frame
+
+
+def load(path: str | Path, *, device: str = "cpu") -> Predictor:
+    """Load a saved model from a run directory or its `model/` folder.
+
+    Raises:
+        RunError: the path holds no finished model.
+    """
+    from safetensors.torch import load_model
+
+    from modelyard.data import preprocessor_from_json
+    from modelyard.models import MODELS, create_model
+
+    model_dir = resolve_model_dir(path)
+    meta = json.loads((model_dir / "modelyard.json").read_text())
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise RunError(f"{model_dir} was saved by a newer modelyard (format {meta['format_version']}); upgrade modelyard")
+    spec = dict(meta["model"], pretrained=None, freeze_backbone=False)  # weights come from the artifact
+    cfg = MODELS.get(spec["name"]).config.model_validate(spec)
+    model = create_model(cfg, input_shape=tuple(meta["input_shape"]), num_classes=len(meta["labels"]))
+    load_model(model, str(model_dir / "model.safetensors"))
+    model.to(device).eval()
+    return Predictor(model_dir, model, meta, preprocessor_from_json(meta["preprocessing"]))

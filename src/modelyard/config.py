@@ -1,0 +1,275 @@
+"""The experiment config: one YAML file validated by pydantic, with dotted `--set` overrides.
+
+Errors name the key, the file and line, and the closest valid key, before any data is read.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from modelyard.errors import ConfigError
+from modelyard.models import MODELS
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class SplitConfig(Section):
+    val: float = Field(0.15, gt=0, lt=1, description="Fraction held out for validation when the source has no split.")
+    test: float = Field(0.15, gt=0, lt=1, description="Fraction held out for testing when the source has no split.")
+    seed: int | None = Field(None, description="Seed of the stratified split; defaults to the experiment seed.")
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self):
+        if self.val + self.test >= 0.9:
+            raise ValueError(f"val + test = {self.val + self.test:.2f} leaves too little to train on; keep it under 0.9")
+        return self
+
+
+class AugmentConfig(Section):
+    random_crop: bool = Field(False, description="Random crop after padding by crop_padding pixels.")
+    crop_padding: int = Field(2, ge=1)
+    hflip: bool = Field(False, description="Random horizontal flip (not for digits or text in images).")
+
+
+class ImageConfig(Section):
+    size: int | tuple[int, int] | None = Field(
+        None, description="Resize images to this (height, width) or square size; default: the first image's size."
+    )
+    channels: Literal[1, 3] | None = Field(None, description="1 (grey) or 3 (RGB); default: 3 if any image has colour.")
+    normalize: bool = Field(True, description="Standardise with the training split's per-channel mean and std.")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+
+class DataConfig(Section):
+    source: str = Field(
+        ..., description="builtin:digits | builtin:mnist1d | imagefolder:PATH | csv:PATH (paths relative to the config file)."
+    )
+    target: str | None = Field(None, description="CSV: the label column.")
+    features: list[str] | None = Field(None, description="CSV: feature columns; default: every column but the target.")
+    categorical: list[str] = Field(default_factory=list, description="CSV: columns to one-hot even if numeric-looking.")
+    split_column: str | None = Field(None, description="CSV: a column of train/val/test naming each row's split.")
+    nan_policy: Literal["error", "drop", "impute"] = Field(
+        "error", description="Missing values: fail (default), drop the rows, or impute (median / most frequent)."
+    )
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+
+
+class EarlyStoppingConfig(Section):
+    patience: int | None = Field(None, ge=1, description="Epochs without improvement of `monitor` before stopping.")
+    min_delta: float = Field(0.0, ge=0)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1, description="Global batch size, split across processes.")
+    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty (decoupled for AdamW).")
+    l1: float = Field(0.0, ge=0, description="L1 penalty added to the loss.")
+    schedule: Literal["constant", "step", "cosine", "onecycle"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up length, for every schedule.")
+    step_size: int = Field(10, ge=1, description="Step schedule: epochs between decays.")
+    gamma: float = Field(0.1, gt=0, le=1, description="Step schedule: decay factor.")
+    grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value.")
+    grad_accum_steps: int = Field(1, ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 (or fp16) on a GPU that supports it, fp32 on the CPU."
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    monitor: str = Field("val_loss", description="Metric for the best checkpoint and early stopping, e.g. val_accuracy.")
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    checkpoint_every_steps: int | None = Field(None, ge=1, description="Also save `last` every N optimizer steps.")
+
+    @model_validator(mode="after")
+    def _monitor_is_known(self):
+        if self.monitor not in MONITORS:
+            close = difflib.get_close_matches(self.monitor, MONITORS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown monitor {self.monitor!r}.{hint} Choose one of {', '.join(MONITORS)}")
+        return self
+
+
+MONITORS = ["val_loss", "val_accuracy", "val_f1_macro", "train_loss"]
+
+
+class EvaluateConfig(Section):
+    metric: Literal["accuracy", "f1_macro", "balanced_accuracy", "roc_auc_ovr_macro", "log_loss"] = Field(
+        "accuracy", description="Headline metric, reported with a bootstrap confidence interval."
+    )
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for the confidence interval (0: none).")
+    ece_bins: int = Field(15, ge=2)
+
+
+ModelSection = Annotated[Union[tuple(e.config for e in MODELS)], Field(discriminator="name")]
+
+
+class ExperimentConfig(Section):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Names the run directory.")
+    seed: int = 0
+    data: DataConfig
+    model: ModelSection  # type: ignore[valid-type]
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(source: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read, override and validate an experiment config.
+
+    Relative data paths are resolved against the config file's folder, so a config works from any directory.
+
+    Args:
+        source: a YAML file path, or an already-parsed mapping.
+        overrides: dotted assignments such as ``"train.lr=0.01"``.
+
+    Raises:
+        ConfigError: naming the key, the file and line, and the closest valid key.
+    """
+    if isinstance(source, dict):
+        raw, where, nodes, base = _deepcopy(source), "<dict>", None, Path.cwd()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found; pass the path of an experiment YAML (see examples/)")
+        text = path.read_text(encoding="utf-8")
+        try:
+            nodes = yaml.compose(text)
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping with keys name, data, model, train, evaluate")
+        where, base = str(path), path.resolve().parent
+    for item in overrides:
+        apply_override(raw, item)
+    try:
+        cfg = ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, raw, where, nodes)) from None
+    return _resolve_paths(cfg, base)
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Apply one `a.b.c=value` override; the value is parsed as YAML (numbers, lists, booleans)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. --set train.lr=0.01")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+        node = nxt
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+
+
+def config_to_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def _resolve_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
+    scheme, sep, rest = cfg.data.source.partition(":")
+    if sep and scheme != "builtin" and rest and not Path(rest).expanduser().is_absolute():
+        cfg.data.source = f"{scheme}:{(base / rest).resolve()}"
+    if cfg.model.pretrained and not cfg.model.pretrained.startswith("builtin:"):
+        p = Path(cfg.model.pretrained).expanduser()
+        if not p.is_absolute():
+            cfg.model.pretrained = str((base / p).resolve())
+    return cfg
+
+
+def _deepcopy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deepcopy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deepcopy(v) for v in d]
+    return d
+
+
+# ---------------------------------------------------------------- error messages
+
+
+def format_validation_error(exc: ValidationError, raw: dict, where: str, nodes: yaml.Node | None) -> str:
+    lines = [f"{where}: invalid config ({exc.error_count()} problem{'s' * (exc.error_count() > 1)}):"]
+    for err in exc.errors():
+        loc = _clean_loc(err["loc"])
+        key = ".".join(str(p) for p in loc) or "<top level>"
+        line = _line_of(nodes, loc)
+        at = f" (line {line})" if line else ""
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1], raw)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.5)
+            hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
+            lines.append(f"  - {key}{at}: unknown key{hint} Valid keys here: {', '.join(allowed)}")
+        elif err["type"] == "union_tag_invalid" or (loc and loc[-1] == "name" and loc[0] == "model"):
+            lines.append(f"  - model.name{at}: {MODELS.unknown_message(str(_get(raw, ('model', 'name'))))}")
+        elif err["type"] == "union_tag_not_found":
+            lines.append(f"  - {key}{at}: missing 'name'; choose one of {', '.join(MODELS.names())}")
+        elif err["type"] == "missing":
+            lines.append(f"  - {key}: required key is missing")
+        else:
+            lines.append(f"  - {key}{at}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    # A discriminated union puts the tag in the path: ('model', 'lenet5', 'channels') -> ('model', 'channels').
+    if len(loc) > 1 and loc[0] == "model" and loc[1] in MODELS:
+        loc = (loc[0], *loc[2:])
+    return tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+
+
+def _get(raw: Any, path: tuple) -> Any:
+    for p in path:
+        if isinstance(raw, dict) and p in raw:
+            raw = raw[p]
+        elif isinstance(raw, list) and isinstance(p, int) and p < len(raw):
+            raw = raw[p]
+        else:
+            return None
+    return raw
+
+
+def _allowed_keys(path: tuple, raw: dict) -> list[str]:
+    cls: Any = ExperimentConfig
+    for i, p in enumerate(path):
+        if cls is ExperimentConfig and p == "model":
+            name = _get(raw, ("model", "name"))
+            cls = MODELS.get(name).config if name in MODELS else None
+        else:
+            field = cls.model_fields.get(p) if cls else None
+            ann = field.annotation if field else None
+            cls = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if cls is None:
+            return []
+    return list(cls.model_fields)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    line = None
+    for p in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for k, v in node.value:
+            if k.value == p:
+                line, node = k.start_mark.line + 1, v
+                break
+        else:
+            break
+    return line

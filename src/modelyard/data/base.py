@@ -1,0 +1,72 @@
+"""What every data source returns, and the bundle the trainer consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch.utils.data import Dataset
+
+
+@dataclass
+class RawData:
+    """Examples before preprocessing, as the source read them.
+
+    `x` is an array (N, ...), a list of file paths, or a DataFrame; `y` holds label strings.
+    `split` holds "train"/"val"/"test" per example where the source defines its own split.
+    """
+
+    x: Any
+    y: np.ndarray
+    kind: str  # the preprocessor kind: image, sequence, tabular
+    split: np.ndarray | None = None
+    names: list[str] | None = None  # per-example ids shown in errors and predictions
+    notes: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)  # source facts the preprocessor needs (pixel_max, ...)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, idx: np.ndarray) -> "RawData":
+        return RawData(
+            x=take(self.x, idx),
+            y=self.y[idx],
+            kind=self.kind,
+            split=None if self.split is None else self.split[idx],
+            names=None if self.names is None else [self.names[i] for i in idx],
+            options=self.options,
+        )
+
+
+def take(x: Any, idx: np.ndarray) -> Any:
+    if isinstance(x, pd.DataFrame):
+        return x.iloc[idx].reset_index(drop=True)
+    if isinstance(x, list):
+        return [x[i] for i in idx]
+    return x[idx]
+
+
+def sort_labels(values) -> list[str]:
+    """Numeric labels in numeric order (2 before 10), others alphabetically."""
+    uniq = sorted({str(v) for v in values})
+    try:
+        return sorted(uniq, key=float)
+    except ValueError:
+        return uniq
+
+
+@dataclass
+class DataBundle:
+    """Preprocessed train/val/test datasets plus what a saved model needs to predict on its own."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    labels: list[str]
+    input_shape: tuple[int, ...]
+    preprocessor: Any
+    test_names: list[str]
+    val_names: list[str]
+    notes: list[str] = field(default_factory=list)

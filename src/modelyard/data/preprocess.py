@@ -1,0 +1,307 @@
+"""Preprocessors turn raw examples into tensors, learn their statistics on the training split only,
+and save to plain JSON inside the model artifact so a saved model predicts without its training data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from modelyard.data.base import RawData
+from modelyard.data.datasets import ArrayDataset, AugmentedDataset, ImageFileDataset
+from modelyard.errors import DataError
+from modelyard.registry import Registry
+
+PREPROCESSORS: Registry = Registry("preprocessor")
+IMAGE_EXTENSIONS = {ext for ext, fmt in Image.registered_extensions().items()}
+
+
+def preprocessor_from_json(d: dict) -> Any:
+    return PREPROCESSORS.get(d["kind"]).obj.from_json(d)
+
+
+def _stat_sample(n: int, limit: int, seed: int = 0) -> np.ndarray:
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
+# ---------------------------------------------------------------- images
+
+
+@PREPROCESSORS.register("image")
+class ImagePreprocessor:
+    """Images as (C, H, W) floats: resized, scaled to [0, 1] by `pixel_max`, standardised per channel."""
+
+    kind = "image"
+
+    def __init__(self, *, size, channels, pixel_max, mean, std, augment=None):
+        self.size = tuple(size)
+        self.channels = int(channels)
+        self.pixel_max = float(pixel_max)
+        self.mean = [float(m) for m in mean]
+        self.std = [float(s) for s in std]
+        self.augment = augment or {}
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.channels, *self.size)
+
+    @classmethod
+    def fit(cls, raw: RawData, cfg) -> "ImagePreprocessor":
+        size = cfg.image.size if cfg.image.size is not None else raw.options["size"]
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        channels = cfg.image.channels or raw.options["channels"]
+        pre = cls(size=size, channels=channels, pixel_max=raw.options["pixel_max"],
+                  mean=[0.0] * channels, std=[1.0] * channels, augment=cfg.image.augment.model_dump())
+        if cfg.image.normalize:
+            sample = raw.take(_stat_sample(len(raw), 2000))
+            x = pre.transform(sample.x)  # (N, C, H, W), unnormalised so far
+            pre.mean = x.mean(dim=(0, 2, 3)).tolist()
+            pre.std = [max(s, 1e-6) for s in x.std(dim=(0, 2, 3)).tolist()]
+        return pre
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "size": list(self.size), "channels": self.channels, "pixel_max": self.pixel_max,
+                "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ImagePreprocessor":
+        return cls(size=d["size"], channels=d["channels"], pixel_max=d["pixel_max"], mean=d["mean"], std=d["std"])
+
+    def load_image(self, path: str | Path) -> torch.Tensor:
+        try:
+            with Image.open(path) as im:
+                im = im.convert("L" if self.channels == 1 else "RGB")
+                if im.size != (self.size[1], self.size[0]):
+                    im = im.resize((self.size[1], self.size[0]), Image.BILINEAR)
+                arr = np.asarray(im, dtype=np.float32) / 255.0
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read image {path}: {exc}. Remove or replace the file") from None
+        t = torch.from_numpy(arr)
+        t = t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)  # (H, W, C) -> (C, H, W)
+        return self._normalise(t)
+
+    def _normalise(self, t: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean).view(-1, 1, 1)
+        std = torch.tensor(self.std).view(-1, 1, 1)
+        return (t - mean) / std
+
+    def transform(self, x) -> torch.Tensor:
+        """Arrays (N, H, W) or (N, H, W, C) in source units, PIL images, or image paths -> (N, C, H, W)."""
+        if isinstance(x, list) and x and not isinstance(x[0], np.ndarray):
+            if isinstance(x[0], Image.Image):
+                return torch.stack([self._from_pil(im) for im in x])
+            return torch.stack([self.load_image(p) for p in x])
+        arr = torch.as_tensor(np.asarray(x), dtype=torch.float32) / self.pixel_max
+        if arr.dim() == 3:
+            arr = arr.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
+        elif arr.dim() == 4 and arr.shape[-1] in (1, 3) and arr.shape[1] not in (1, 3):
+            arr = arr.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+        elif arr.dim() != 4:
+            raise DataError(f"image arrays must be shaped (N, H, W) or (N, H, W, C), got {tuple(arr.shape)}")
+        if arr.shape[1] != self.channels:
+            arr = arr.mean(dim=1, keepdim=True) if self.channels == 1 else arr.expand(-1, 3, -1, -1)
+        if tuple(arr.shape[2:]) != self.size:
+            arr = torch.nn.functional.interpolate(arr, size=self.size, mode="bilinear", antialias=True)
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return (arr - mean) / std
+
+    def _from_pil(self, im: Image.Image) -> torch.Tensor:
+        im = im.convert("L" if self.channels == 1 else "RGB").resize((self.size[1], self.size[0]), Image.BILINEAR)
+        t = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0)
+        return self._normalise(t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1))
+
+    def dataset(self, raw: RawData, targets: np.ndarray, *, train: bool):
+        if isinstance(raw.x, list):
+            ds = ImageFileDataset(raw.x, targets, self.load_image)
+        else:
+            ds = ArrayDataset(self.transform(raw.x), targets)
+        if train and (self.augment.get("random_crop") or self.augment.get("hflip")):
+            from torchvision.transforms import v2
+
+            steps = []
+            if self.augment.get("random_crop"):
+                steps.append(v2.RandomCrop(self.size, padding=self.augment.get("crop_padding", 2)))
+            if self.augment.get("hflip"):
+                steps.append(v2.RandomHorizontalFlip())
+            ds = AugmentedDataset(ds, v2.Compose(steps))
+        return ds
+
+    def read_inputs(self, path: Path) -> tuple[list[Path], list[str]]:
+        if path.is_file():
+            return [path], [path.name]
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise DataError(f"no images found under {path}; expected files Pillow reads ({', '.join(sorted(IMAGE_EXTENSIONS)[:8])}, ...)")
+        return files, [str(p.relative_to(path)) for p in files]
+
+
+# ---------------------------------------------------------------- sequences
+
+
+@PREPROCESSORS.register("sequence")
+class SequencePreprocessor:
+    """Fixed-length numeric sequences as (1, L) floats, standardised with the training mean and std."""
+
+    kind = "sequence"
+
+    def __init__(self, *, length: int, mean: float, std: float):
+        self.length, self.mean, self.std = int(length), float(mean), float(std)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return (1, self.length)
+
+    @classmethod
+    def fit(cls, raw: RawData, cfg) -> "SequencePreprocessor":
+        x = np.asarray(raw.x, dtype=np.float64)
+        return cls(length=x.shape[1], mean=x.mean(), std=max(x.std(), 1e-6))
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "length": self.length, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "SequencePreprocessor":
+        return cls(length=d["length"], mean=d["mean"], std=d["std"])
+
+    def transform(self, x) -> torch.Tensor:
+        if isinstance(x, pd.DataFrame):
+            x = _numeric_frame(x, "input")
+        arr = np.asarray(x, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[1] != self.length:
+            raise DataError(f"sequences must be shaped (N, {self.length}), got {arr.shape}")
+        return ((torch.from_numpy(arr) - self.mean) / self.std).unsqueeze(1)  # (N, L) -> (N, 1, L)
+
+    def dataset(self, raw: RawData, targets: np.ndarray, *, train: bool):
+        return ArrayDataset(self.transform(raw.x), targets)
+
+    def read_inputs(self, path: Path):
+        frame = _read_csv(path, header=None)
+        if not _row_is_numeric(frame.iloc[0]):
+            frame = frame.iloc[1:].reset_index(drop=True)  # a header row
+        if frame.shape[1] != self.length:
+            raise DataError(f"{path}: expected {self.length} numeric columns per row, found {frame.shape[1]}")
+        return _numeric_frame(frame, str(path)), [str(i + 1) for i in range(len(frame))]
+
+
+# ---------------------------------------------------------------- tables
+
+
+@PREPROCESSORS.register("tabular")
+class TabularPreprocessor:
+    """Table rows as floats: numeric columns standardised, categorical columns one-hot.
+
+    Statistics come from the training split. Unknown categories at prediction time become all zeros.
+    """
+
+    kind = "tabular"
+
+    def __init__(self, *, numeric: dict[str, dict], categorical: dict[str, dict], impute: bool):
+        self.numeric, self.categorical, self.impute = numeric, categorical, impute
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    @property
+    def input_shape(self) -> tuple[int]:
+        return (len(self.numeric) + sum(len(c["categories"]) for c in self.categorical.values()),)
+
+    @classmethod
+    def fit(cls, raw: RawData, cfg) -> "TabularPreprocessor":
+        frame: pd.DataFrame = raw.x
+        numeric, categorical = {}, {}
+        for col in frame.columns:
+            if col in raw.options["categorical"]:
+                values = frame[col].dropna().astype(str)
+                mode = values.mode().iloc[0] if len(values) else ""
+                categorical[col] = {"categories": sorted(values.unique().tolist()), "fill": mode}
+            else:
+                v = frame[col].astype(float)
+                std = float(v.std(ddof=0)) if v.notna().sum() > 1 else 1.0
+                numeric[col] = {"mean": float(v.mean()), "std": std if std > 0 else 1.0, "fill": float(v.median())}
+        return cls(numeric=numeric, categorical=categorical, impute=cfg.nan_policy == "impute")
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "numeric": self.numeric, "categorical": self.categorical, "impute": self.impute}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TabularPreprocessor":
+        return cls(numeric=d["numeric"], categorical=d["categorical"], impute=d["impute"])
+
+    def transform(self, frame: pd.DataFrame, where: str = "input") -> torch.Tensor:
+        missing = [c for c in self.columns if c not in frame.columns]
+        if missing:
+            raise DataError(f"{where}: missing column(s) {missing}; the model was trained on {self.columns}")
+        parts = []
+        for col, st in self.numeric.items():
+            v = pd.to_numeric(frame[col], errors="coerce")
+            bad = v.isna() & frame[col].notna()
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                raise DataError(f"{where}: column {col!r} row {row + 1} holds {frame[col].iloc[row]!r}, not a number")
+            v = self._fill(v, col, st["fill"], where)
+            parts.append(((v.to_numpy(np.float32) - st["mean"]) / st["std"])[:, None])
+        for col, st in self.categorical.items():
+            v = self._fill(frame[col], col, st["fill"], where).astype(str)
+            cats = pd.Categorical(v, categories=st["categories"])
+            onehot = np.zeros((len(v), len(st["categories"])), dtype=np.float32)
+            known = cats.codes >= 0
+            onehot[np.flatnonzero(known), cats.codes[known]] = 1.0
+            parts.append(onehot)
+        return torch.from_numpy(np.concatenate(parts, axis=1) if parts else np.zeros((len(frame), 0), np.float32))
+
+    def _fill(self, v: pd.Series, col: str, fill, where: str) -> pd.Series:
+        if v.isna().any():
+            if not self.impute:
+                row = int(np.flatnonzero(v.isna().to_numpy())[0])
+                raise DataError(f"{where}: column {col!r} row {row + 1} is empty; fill it in "
+                                "(this model was trained with data.nan_policy other than 'impute')")
+            v = v.fillna(fill)
+        return v
+
+    def dataset(self, raw: RawData, targets: np.ndarray, *, train: bool):
+        return ArrayDataset(self.transform(raw.x, "training data"), targets)
+
+    def read_inputs(self, path: Path):
+        frame = _read_csv(path)
+        return frame, [str(i + 1) for i in range(len(frame))]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _read_csv(path: Path, **kw) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"CSV file {path} not found")
+    try:
+        frame = pd.read_csv(path, **kw)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty; expected a header row and at least one data row") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot parse as CSV: {exc}") from None
+    if frame.empty:
+        raise DataError(f"{path} has no data rows")
+    return frame
+
+
+def _row_is_numeric(row: pd.Series) -> bool:
+    return pd.to_numeric(row, errors="coerce").notna().all()
+
+
+def _numeric_frame(frame: pd.DataFrame, where: str) -> np.ndarray:
+    num = frame.apply(pd.to_numeric, errors="coerce")
+    bad = num.isna() & frame.notna()
+    if bad.to_numpy().any():
+        r, c = np.argwhere(bad.to_numpy())[0]
+        raise DataError(f"{where}: row {r + 1}, column {c + 1} holds {frame.iat[r, c]!r}, not a number")
+    if num.isna().to_numpy().any():
+        r, c = np.argwhere(num.isna().to_numpy())[0]
+        raise DataError(f"{where}: row {r + 1}, column {c + 1} is empty; every value must be a number")
+    return num.to_numpy(np.float32)

@@ -1,0 +1,34 @@
+"""Batched forward passes that return probabilities; shared by validation, evaluation and prediction."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+@torch.no_grad()
+def predict_dataset(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 512,
+                    device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray, float]:
+    """(true class indices, probabilities (N, C), mean cross-entropy) over a whole dataset, in order."""
+    was_training = model.training
+    model.eval()
+    ys, probs, loss_sum = [], [], 0.0
+    for start in range(0, len(dataset), batch_size):
+        x, y = dataset[list(range(start, min(start + batch_size, len(dataset))))]
+        logits = model(x.to(device)).float()
+        y = y.to(device)
+        loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        probs.append(logits.softmax(dim=1).cpu())
+        ys.append(y.cpu())
+    model.train(was_training)
+    return torch.cat(ys).numpy(), torch.cat(probs).double().numpy(), loss_sum / max(1, len(dataset))
+
+
+@torch.no_grad()
+def predict_tensor(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 512,
+                   device: torch.device | str = "cpu") -> np.ndarray:
+    """Probabilities (N, C) for preprocessed inputs."""
+    model.eval()
+    out = [model(x[i:i + batch_size].to(device)).float().softmax(dim=1).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(out).double().numpy() if out else np.zeros((0, 0))

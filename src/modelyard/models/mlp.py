@@ -1,0 +1,41 @@
+"""Multi-layer perceptron on flattened inputs (tables, pixels, sequences)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field
+from torch import nn
+
+from modelyard.models.base import Activation, ModelConfigBase, register_model
+from modelyard.models.layers import activation
+
+
+class MLPConfig(ModelConfigBase):
+    name: Literal["mlp"] = "mlp"
+    hidden_sizes: list[int] = Field(default_factory=lambda: [128, 64], description="Width of each hidden layer.")
+    activation: Activation = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: MLPConfig, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for size in cfg.hidden_sizes:
+            layers += [nn.Linear(width, size), activation(cfg.activation)]
+            if cfg.dropout:
+                layers.append(nn.Dropout(cfg.dropout))
+            width = size
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+@register_model("mlp", config=MLPConfig, head="head")
+def mlp(cfg: MLPConfig, *, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return MLP(cfg, math.prod(input_shape), num_classes)

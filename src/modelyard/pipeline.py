@@ -1,0 +1,140 @@
+"""`train()`: config -> data -> model -> training loop -> run directory, evaluated and reported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from modelyard.config import ExperimentConfig, config_to_yaml, load_config
+from modelyard.runs import RunDir, utc_stamp
+
+
+@dataclass
+class Run:
+    """A finished run: its directory and its metrics."""
+
+    path: Path
+    metrics: dict
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / "report.html"
+
+
+def train(config: ExperimentConfig | str | Path | dict | None = None, *, output: str | Path = "runs",
+          overrides: tuple[str, ...] = (), resume: str | Path | None = None, callbacks=(), quiet: bool = False) -> Run:
+    """Train, evaluate and report one experiment; returns the run.
+
+    Args:
+        config: an `ExperimentConfig`, a YAML path, or a mapping. Not needed with `resume`.
+        output: folder under which the run directory is created.
+        overrides: dotted assignments such as ``"train.lr=0.01"``.
+        resume: a run directory whose `checkpoints/last` to continue from.
+        callbacks: `modelyard.train.Callback` instances.
+
+    Raises:
+        ModelyardError: an invalid config, bad data or a model that cannot be built, before any step.
+
+    Example:
+        >>> run = modelyard.train("examples/digits-lenet.yaml")
+        >>> run.metrics["test"]["accuracy"]
+    """
+    from accelerate.utils import broadcast_object_list, set_seed
+
+    from modelyard.data import build_data
+    from modelyard.models import count_parameters, create_model
+    from modelyard.train.loop import TrainingLoop, make_accelerator
+
+    if resume is not None:
+        run = RunDir.open(resume)
+        cfg = load_config(yaml.safe_load(run.config_path.read_text()), overrides)
+    else:
+        if config is None:
+            raise ValueError("pass a config, or resume=RUN_DIR")
+        cfg = config if isinstance(config, ExperimentConfig) else load_config(config, overrides)
+    acc = make_accelerator(cfg.train)
+    if resume is None:
+        holder = [str(RunDir.create(output, cfg.name).path) if acc.is_main_process else None]
+        broadcast_object_list(holder)  # every process writes into the directory rank 0 made
+        run = RunDir(holder[0])
+    if acc.is_main_process:
+        run.config_path.write_text(config_to_yaml(cfg))
+        run.set_status(status="running", started=utc_stamp(), processes=acc.num_processes,
+                       device=str(acc.device), precision=acc.mixed_precision)
+    set_seed(cfg.seed)
+    try:
+        bundle = build_data(cfg.data, cfg.seed)
+        model = create_model(cfg.model, input_shape=bundle.input_shape, num_classes=len(bundle.labels))
+        if resume is not None and acc.is_main_process:
+            _rewind_history(run)
+        loop = TrainingLoop(cfg, bundle, model, run, acc, callbacks=list(callbacks), resume=resume is not None)
+        if not quiet:
+            for note in bundle.notes:
+                loop.progress.note(note)
+        state = loop.fit()
+    except BaseException as exc:
+        if acc.is_main_process:
+            run.set_status(status="failed", error=f"{type(exc).__name__}: {exc}", failed=utc_stamp())
+        raise
+    if not acc.is_main_process:
+        return Run(run.path, {})
+    return _finish(cfg, run, bundle, loop, state, count_parameters(loop.module))
+
+
+def _rewind_history(run: RunDir) -> None:
+    import json
+
+    from modelyard.train.checkpoint import checkpoint_folder
+
+    state = json.loads((checkpoint_folder(run.checkpoints / "last") / "state.json").read_text())
+    run.truncate_history(state["epoch"])
+
+
+def _finish(cfg: ExperimentConfig, run: RunDir, bundle, loop, state, sizes: dict) -> Run:
+    from safetensors.torch import load_model
+
+    from modelyard.artifact import save_artifact
+    from modelyard.inference import predict_dataset
+    from modelyard.metrics import bootstrap_ci, classification_report
+    from modelyard.report.html import write_report
+
+    model = loop.module
+    best = run.checkpoints / "best" / "model.safetensors"
+    if best.is_file():
+        load_model(model, str(best))
+    device = loop.acc.device
+    metrics: dict = {}
+    predictions = {}
+    for split, dataset, names in (("val", bundle.val, bundle.val_names), ("test", bundle.test, bundle.test_names)):
+        y, prob, _ = predict_dataset(model, dataset, device=device)
+        metrics[split] = classification_report(y, prob, bundle.labels, ece_bins=cfg.evaluate.ece_bins)
+        predictions[split] = (y, prob, names)
+    y, prob, _ = predictions["test"]
+    metrics["test"]["headline"] = bootstrap_ci(cfg.evaluate.metric, y, prob, resamples=cfg.evaluate.bootstrap,
+                                               seed=cfg.seed)
+    metrics.update(
+        train_time_s=state.train_time_s, epochs=state.epoch, steps=state.step, best_epoch=state.best_epoch,
+        monitor=cfg.train.monitor, best_value=state.best_value, stopped_early=state.stopped_early,
+        processes=loop.world, **sizes,
+    )
+    run.write_json(run.metrics_path, metrics)
+    run.predictions_dir.mkdir(exist_ok=True)
+    for split, (y, prob, names) in predictions.items():
+        write_predictions(run.predictions_dir / f"{split}.csv", names, y, prob, bundle.labels)
+    save_artifact(run.model_dir, model, model_cfg=cfg.model, input_shape=bundle.input_shape, labels=bundle.labels,
+                  preprocessor=bundle.preprocessor, experiment=cfg.name)
+    write_report(run, cfg, metrics, run.history(), predictions["test"], bundle.labels)
+    run.set_status(status="completed", finished=utc_stamp())
+    return Run(run.path, metrics)
+
+
+def write_predictions(path: Path, ids, y: np.ndarray, prob: np.ndarray, labels: list[str]) -> None:
+    names = np.asarray(labels, dtype=object)
+    frame = pd.DataFrame({"id": ids, "true": names[y], "predicted": names[prob.argmax(axis=1)]})
+    for i, lab in enumerate(labels):
+        frame[f"prob_{lab}"] = prob[:, i]
+    frame.to_csv(path, index=False)
