@@ -17,12 +17,19 @@ __version__ = "0.1.0"
 from modelyard.errors import ConfigError, DataError, ModelError, ModelyardError, RunError  # noqa: E402
 
 
+def train(config=None, **kwargs):
+    """Train, evaluate and report one experiment; see `modelyard.pipeline.train`."""
+    from modelyard.pipeline import train as _train
+
+    return _train(config, **kwargs)
+
+
 def __getattr__(name):
     # torch and friends load on first use, so `modelyard --help` and config errors stay fast.
-    if name in ("train", "Run"):
-        from modelyard import pipeline
+    if name == "Run":
+        from modelyard.pipeline import Run
 
-        return getattr(pipeline, name)
+        return Run
     if name in ("load", "Predictor"):
         from modelyard import artifact
 

@@ -157,7 +157,8 @@ def load_config(source: str | Path | dict, overrides: list[str] | tuple[str, ...
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, raw, where, nodes)) from None
+        from_set = [o.partition("=")[0].strip() for o in overrides]
+        raise ConfigError(format_validation_error(exc, raw, where, nodes, from_set)) from None
     return _resolve_paths(cfg, base)
 
 
@@ -205,13 +206,16 @@ def _deepcopy(d: Any) -> Any:
 # ---------------------------------------------------------------- error messages
 
 
-def format_validation_error(exc: ValidationError, raw: dict, where: str, nodes: yaml.Node | None) -> str:
+def format_validation_error(exc: ValidationError, raw: dict, where: str, nodes: yaml.Node | None,
+                            from_set: list[str] = ()) -> str:
     lines = [f"{where}: invalid config ({exc.error_count()} problem{'s' * (exc.error_count() > 1)}):"]
     for err in exc.errors():
         loc = _clean_loc(err["loc"])
         key = ".".join(str(p) for p in loc) or "<top level>"
         line = _line_of(nodes, loc)
         at = f" (line {line})" if line else ""
+        if any(key == k or key.startswith(k + ".") for k in from_set):
+            at = " (from --set)"
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc[:-1], raw)
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.5)
@@ -262,14 +266,19 @@ def _allowed_keys(path: tuple, raw: dict) -> list[str]:
 
 
 def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """The line of the key at `loc` in the YAML file, or None when that key is not written there."""
     line = None
     for p in loc:
+        if isinstance(node, yaml.SequenceNode) and isinstance(p, int) and p < len(node.value):
+            node = node.value[p]
+            line = node.start_mark.line + 1
+            continue
         if not isinstance(node, yaml.MappingNode):
-            break
+            return None
         for k, v in node.value:
             if k.value == p:
                 line, node = k.start_mark.line + 1, v
                 break
         else:
-            break
+            return None
     return line

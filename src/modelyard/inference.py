@@ -19,7 +19,7 @@ def predict_dataset(model: torch.nn.Module, dataset: Dataset, *, batch_size: int
         logits = model(x.to(device)).float()
         y = y.to(device)
         loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        probs.append(logits.softmax(dim=1).cpu())
+        probs.append(logits.double().softmax(dim=1).cpu())
         ys.append(y.cpu())
     model.train(was_training)
     return torch.cat(ys).numpy(), torch.cat(probs).double().numpy(), loss_sum / max(1, len(dataset))
@@ -30,5 +30,5 @@ def predict_tensor(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int =
                    device: torch.device | str = "cpu") -> np.ndarray:
     """Probabilities (N, C) for preprocessed inputs."""
     model.eval()
-    out = [model(x[i:i + batch_size].to(device)).float().softmax(dim=1).cpu() for i in range(0, len(x), batch_size)]
+    out = [model(x[i:i + batch_size].to(device)).double().softmax(dim=1).cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(out).double().numpy() if out else np.zeros((0, 0))

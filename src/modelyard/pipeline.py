@@ -34,7 +34,7 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
         output: folder under which the run directory is created.
         overrides: dotted assignments such as ``"train.lr=0.01"``.
         resume: a run directory whose `checkpoints/last` to continue from.
-        callbacks: `modelyard.train.Callback` instances.
+        callbacks: `modelyard.training.Callback` instances.
 
     Raises:
         ModelyardError: an invalid config, bad data or a model that cannot be built, before any step.
@@ -47,7 +47,7 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
 
     from modelyard.data import build_data
     from modelyard.models import count_parameters, create_model
-    from modelyard.train.loop import TrainingLoop, make_accelerator
+    from modelyard.training.loop import TrainingLoop, make_accelerator
 
     if resume is not None:
         run = RunDir.open(resume)
@@ -88,7 +88,7 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
 def _rewind_history(run: RunDir) -> None:
     import json
 
-    from modelyard.train.checkpoint import checkpoint_folder
+    from modelyard.training.checkpoint import checkpoint_folder
 
     state = json.loads((checkpoint_folder(run.checkpoints / "last") / "state.json").read_text())
     run.truncate_history(state["epoch"])

@@ -11,7 +11,7 @@ from modelyard.data.sources import SOURCES
 from modelyard.data.split import split_off_val, stratified_split
 from modelyard.errors import DataError
 
-__all__ = ["DataBundle", "RawData", "SOURCES", "build_data", "read_source", "preprocessor_from_json"]
+__all__ = ["DataBundle", "RawData", "SOURCES", "build_data", "read_source", "split_indices", "preprocessor_from_json"]
 
 
 def read_source(source: str, cfg) -> RawData:
@@ -40,7 +40,7 @@ def build_data(cfg, seed: int) -> DataBundle:
         DataError: naming the file, column, line or image at fault, and how to fix it.
     """
     raw = read_source(cfg.source, cfg)
-    parts = _split(raw, cfg, seed)
+    parts = split_indices(raw, cfg, seed)
     labels = sort_labels(raw.y[parts["train"]])
     index = {lab: i for i, lab in enumerate(labels)}
     for name in ("val", "test"):
@@ -66,7 +66,7 @@ def build_data(cfg, seed: int) -> DataBundle:
     )
 
 
-def _split(raw: RawData, cfg, seed: int) -> dict[str, np.ndarray]:
+def split_indices(raw: RawData, cfg, seed: int) -> dict[str, np.ndarray]:
     s = cfg.split.seed if cfg.split.seed is not None else seed
     if raw.split is None:
         return stratified_split(raw.y, val=cfg.split.val, test=cfg.split.test, seed=s)

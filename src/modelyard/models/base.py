@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelyard.registry import Registry
 
 Activation = Literal["relu", "sigmoid", "tanh", "gelu"]
+Width = Annotated[int, Field(gt=0)]  # a layer width or channel count
 
 
 class ModelConfigBase(BaseModel):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from modelyard.errors import ModelError
-from modelyard.models.base import Activation, ModelConfigBase, register_model
+from modelyard.models.base import Activation, ModelConfigBase, Width, register_model
 from modelyard.models.layers import activation, flat_size
 
 
@@ -24,8 +24,8 @@ def _image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int
 
 class LeNet5Config(ModelConfigBase):
     name: Literal["lenet5"] = "lenet5"
-    channels: list[int] = Field(default_factory=lambda: [6, 16], min_length=2, max_length=2)
-    hidden_sizes: list[int] = Field(default_factory=lambda: [120, 84])
+    channels: list[Width] = Field(default_factory=lambda: [6, 16], min_length=2, max_length=2)
+    hidden_sizes: list[Width] = Field(default_factory=lambda: [120, 84])
     activation: Activation = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
@@ -72,8 +72,8 @@ def lenet5(cfg: LeNet5Config, *, input_shape: tuple[int, ...], num_classes: int)
 
 class CifarCNNConfig(ModelConfigBase):
     name: Literal["cifar-cnn"] = "cifar-cnn"
-    channels: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
-    hidden_sizes: list[int] = Field(default_factory=lambda: [256])
+    channels: list[Width] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
+    hidden_sizes: list[Width] = Field(default_factory=lambda: [256])
     activation: Activation = "relu"
     dropout: float = Field(0.25, ge=0.0, lt=1.0)
 
@@ -122,7 +122,7 @@ def cifar_cnn(cfg: CifarCNNConfig, *, input_shape: tuple[int, ...], num_classes:
 
 class Mnist1DCNNConfig(ModelConfigBase):
     name: Literal["mnist1d-cnn"] = "mnist1d-cnn"
-    channels: list[int] = Field(default_factory=lambda: [64, 64, 64, 64], min_length=1)
+    channels: list[Width] = Field(default_factory=lambda: [64, 64, 64, 64], min_length=1)
     kernel_size: int = Field(5, ge=1)
     activation: Activation = "gelu"
     dropout: float = Field(0.1, ge=0.0, lt=1.0)

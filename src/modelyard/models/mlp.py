@@ -8,13 +8,13 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
-from modelyard.models.base import Activation, ModelConfigBase, register_model
+from modelyard.models.base import Activation, ModelConfigBase, Width, register_model
 from modelyard.models.layers import activation
 
 
 class MLPConfig(ModelConfigBase):
     name: Literal["mlp"] = "mlp"
-    hidden_sizes: list[int] = Field(default_factory=lambda: [128, 64], description="Width of each hidden layer.")
+    hidden_sizes: list[Width] = Field(default_factory=lambda: [128, 64], description="Width of each hidden layer.")
     activation: Activation = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 

@@ -19,11 +19,11 @@ from torch.utils.data import DataLoader
 
 from modelyard.errors import ConfigError
 from modelyard.inference import predict_dataset
-from modelyard.train.callbacks import Callback, improved, monitor_mode
-from modelyard.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from modelyard.train.optim import build_optimizer, build_scheduler
-from modelyard.train.progress import TrainingProgress
-from modelyard.train.sampler import EpochBatchSampler
+from modelyard.training.callbacks import Callback, improved, monitor_mode
+from modelyard.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from modelyard.training.optim import build_optimizer, build_scheduler
+from modelyard.training.progress import TrainingProgress
+from modelyard.training.sampler import EpochBatchSampler
 
 
 def make_accelerator(tc):

@@ -1,5 +1,5 @@
 """The training loop and its hooks."""
 
-from modelyard.train.callbacks import Callback
+from modelyard.training.callbacks import Callback
 
 __all__ = ["Callback"]

@@ -1,0 +1,70 @@
+"""`modelyard train`, `evaluate` and `predict`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from modelyard.errors import ConfigError
+
+
+@click.command()
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False), metavar="CONFIG")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.lr=0.01.")
+@click.option("--output", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Folder under which the run directory is created.")
+@click.option("--resume", type=click.Path(file_okay=False), metavar="RUN", help="Continue a stopped run from its last checkpoint.")
+def train(config_file: str | None, overrides: tuple[str, ...], output: str, resume: str | None) -> None:
+    """Train, evaluate and report the experiment in CONFIG. Prints the run directory last."""
+    from modelyard.pipeline import train as run_training
+
+    if not config_file and not resume:
+        raise ConfigError("give a CONFIG file to train, or --resume RUN to continue a run (see examples/)")
+    if config_file and resume:
+        raise ConfigError("give either CONFIG or --resume RUN, not both: a resumed run keeps its saved config")
+    run = run_training(config_file, output=output, overrides=overrides, resume=resume)
+    if run.metrics:  # only the main process reports
+        h = run.metrics["test"]["headline"]
+        ci = f" (95% CI {h['low']:.4f}-{h['high']:.4f})" if h["low"] is not None else ""
+        click.echo(f"test {h['metric']}: {h['value']:.4f}{ci}")
+        click.echo(f"report: {run.report_path}")
+        click.echo(str(run.path))
+
+
+@click.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--data", "source", metavar="SOURCE", help="Score every example of this data.source instead, e.g. csv:new.csv.")
+@click.option("--output", type=click.Path(dir_okay=False), help="Where to write the metrics JSON "
+              "(default: RUN/evaluations/<source>.json).")
+def evaluate(run: str, source: str | None, output: str | None) -> None:
+    """Evaluate the saved model of RUN on its test split, or on another dataset with --data."""
+    from modelyard.evaluation import evaluate as run_evaluation
+    from modelyard.runs import utc_stamp
+
+    report = run_evaluation(run, data=source)
+    text = json.dumps(report, indent=2)
+    if output is None:
+        slug = "".join(c if c.isalnum() else "-" for c in (source or "test"))[-60:].strip("-")
+        output = str(Path(run) / "evaluations" / f"{slug}-{utc_stamp()}.json")
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(text + "\n")
+    click.echo(text)
+    click.echo(f"metrics written to {output}", err=True)
+
+
+@click.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.argument("inputs", type=click.Path(), metavar="INPUT")
+@click.option("--output", type=click.Path(dir_okay=False), help="CSV to write (default: print to stdout).")
+def predict(run: str, inputs: str, output: str | None) -> None:
+    """Predict INPUT (a folder of images, an image, or a CSV) with the saved model of RUN."""
+    from modelyard.artifact import load
+
+    frame = load(run).predict_frame(inputs)
+    if output:
+        frame.to_csv(output, index=False)
+        click.echo(f"{len(frame)} predictions written to {output}", err=True)
+    else:
+        click.echo(frame.to_csv(index=False), nl=False)

@@ -1,0 +1,60 @@
+"""`evaluate()`: score a saved model on its own test split or on another dataset of the same kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from modelyard.errors import DataError
+
+
+def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None = None) -> dict:
+    """Metrics of the run's saved model.
+
+    Args:
+        run: a run directory.
+        data: a `data.source` URI (e.g. ``csv:new.csv``) whose every example is scored; default: the run's
+            own test split, re-derived from its config and seed.
+        bootstrap: resamples for the headline interval (default: the run's `evaluate.bootstrap`).
+
+    Returns:
+        `classification_report(...)` plus `headline` (with its bootstrap interval), `source` and `split`.
+
+    Raises:
+        DataError: the data holds labels the model never learnt, or cannot be read.
+    """
+    from modelyard.artifact import load
+    from modelyard.config import load_config
+    from modelyard.data import read_source, split_indices
+    from modelyard.inference import predict_dataset
+    from modelyard.metrics import bootstrap_ci, classification_report
+    from modelyard.runs import RunDir
+
+    rd = RunDir.open(run)
+    cfg = load_config(yaml.safe_load(rd.config_path.read_text()))
+    predictor = load(rd.path)
+    if data is None:
+        raw = read_source(cfg.data.source, cfg.data)
+        raw, source, split = raw.take(split_indices(raw, cfg.data, cfg.seed)["test"]), cfg.data.source, "test"
+    else:
+        scheme, sep, arg = data.partition(":")
+        if sep and scheme != "builtin" and arg:
+            data = f"{scheme}:{Path(arg).expanduser().resolve()}"
+        raw = read_source(data, cfg.data.model_copy(update={"source": data, "split_column": None}))
+        source, split = data, "all"
+    if raw.kind != predictor.preprocessor.kind:
+        raise DataError(f"{source} holds {raw.kind} data but the model reads {predictor.preprocessor.kind} data")
+    unknown = sorted(set(raw.y) - set(predictor.labels))
+    if unknown:
+        raise DataError(f"{source} holds label(s) {unknown} the model never learnt (it knows {predictor.labels})")
+    index = {lab: i for i, lab in enumerate(predictor.labels)}
+    targets = np.array([index[v] for v in raw.y])
+    dataset = predictor.preprocessor.dataset(raw, targets, train=False)
+    y, prob, _ = predict_dataset(predictor.model, dataset, device=predictor.device)
+    report = classification_report(y, prob, predictor.labels, ece_bins=cfg.evaluate.ece_bins)
+    resamples = cfg.evaluate.bootstrap if bootstrap is None else bootstrap
+    report["headline"] = bootstrap_ci(cfg.evaluate.metric, y, prob, resamples=resamples, seed=cfg.seed)
+    report.update(source=source, split=split, run=str(rd.path))
+    return report
