@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelyard.errors import ConfigError
 from modelyard.models import MODELS
@@ -90,13 +90,14 @@ class TrainConfig(Section):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     checkpoint_every_steps: int | None = Field(None, ge=1, description="Also save `last` every N optimizer steps.")
 
-    @model_validator(mode="after")
-    def _monitor_is_known(self):
-        if self.monitor not in MONITORS:
-            close = difflib.get_close_matches(self.monitor, MONITORS, n=1)
+    @field_validator("monitor")
+    @classmethod
+    def _monitor_is_known(cls, value: str) -> str:
+        if value not in MONITORS:
+            close = difflib.get_close_matches(value, MONITORS, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown monitor {self.monitor!r}.{hint} Choose one of {', '.join(MONITORS)}")
-        return self
+            raise ValueError(f"unknown monitor {value!r}.{hint} Choose one of {', '.join(MONITORS)}")
+        return value
 
 
 MONITORS = ["val_loss", "val_accuracy", "val_f1_macro", "train_loss"]

@@ -46,7 +46,7 @@ def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None 
         source, split = data, "all"
     if raw.kind != predictor.preprocessor.kind:
         raise DataError(f"{source} holds {raw.kind} data but the model reads {predictor.preprocessor.kind} data")
-    unknown = sorted(set(raw.y) - set(predictor.labels))
+    unknown = sorted({str(v) for v in raw.y} - set(predictor.labels))
     if unknown:
         raise DataError(f"{source} holds label(s) {unknown} the model never learnt (it knows {predictor.labels})")
     index = {lab: i for i, lab in enumerate(predictor.labels)}

@@ -44,7 +44,7 @@ def build_data(cfg, seed: int) -> DataBundle:
     labels = sort_labels(raw.y[parts["train"]])
     index = {lab: i for i, lab in enumerate(labels)}
     for name in ("val", "test"):
-        unseen = sorted(set(raw.y[parts[name]]) - set(labels))
+        unseen = sorted({str(v) for v in raw.y[parts[name]]} - set(labels))
         if unseen:
             raise DataError(f"label(s) {unseen} appear in the {name} split but never in train; "
                             "add training examples of them or remove them")

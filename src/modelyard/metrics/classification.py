@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import warnings
+
 import numpy as np
 from sklearn import metrics as skm
 
@@ -48,7 +50,7 @@ def classification_report(y_true, y_prob, labels: Sequence[str] | None = None, *
     out = {
         "n": int(len(y)),
         "accuracy": float(skm.accuracy_score(y, pred)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y, pred)) if len(np.unique(y)) > 1 else None,
+        "balanced_accuracy": _balanced_accuracy(y, pred),
         "precision_macro": float(skm.precision_score(y, pred, labels=classes, average="macro", zero_division=0)),
         "recall_macro": float(skm.recall_score(y, pred, labels=classes, average="macro", zero_division=0)),
         "f1_macro": float(skm.f1_score(y, pred, labels=classes, average="macro", zero_division=0)),
@@ -138,6 +140,14 @@ def bootstrap_ci(name: str, y_true, y_prob, *, resamples: int = 1000, level: flo
         "metric": name, "value": value, "level": level, "resamples": resamples,
         "low": float(np.quantile(stats, alpha)), "high": float(np.quantile(stats, 1 - alpha)),
     }
+
+
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float | None:
+    if len(np.unique(y)) < 2:
+        return None
+    with warnings.catch_warnings():  # a predicted class absent from y_true is expected on small test sets
+        warnings.simplefilter("ignore", UserWarning)
+        return float(skm.balanced_accuracy_score(y, pred))
 
 
 def _as_indices(y_true, labels: list[str]) -> np.ndarray:

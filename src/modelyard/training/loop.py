@@ -87,8 +87,8 @@ class TrainingLoop:
                 self.model.train()
                 sums = torch.tensor([st.partial["loss_sum"], st.partial["correct"], st.partial["seen"]],
                                     dtype=torch.float64)
-                for i, (x, y) in enumerate(loader):
-                    sums += self._micro_step(x, y, self.sampler.global_size(i))
+                for x, y in loader:
+                    sums += self._micro_step(x, y)
                     if self._at_step_boundary():
                         self._optimizer_step()
                         self.progress.step(float(sums[0] / max(1.0, float(sums[2]))))
@@ -116,18 +116,20 @@ class TrainingLoop:
         return DataLoader(self.bundle.train, sampler=self.sampler, batch_size=None,
                           num_workers=self.cfg.data.num_workers, generator=g)
 
-    def _micro_step(self, x, y, n_global: int) -> torch.Tensor:
+    def _micro_step(self, x, y) -> torch.Tensor:
         st, tc = self.state, self.tc
         device = self.acc.device
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         window_start = (st.batch_in_epoch // tc.grad_accum_steps) * tc.grad_accum_steps
         window = min(tc.grad_accum_steps, self.micro_per_epoch - window_start)
+        # Every example of the accumulation window weighs the same, a short last batch included.
+        window_examples = sum(self.sampler.global_size(j) for j in range(window_start, window_start + window))
         boundary = st.batch_in_epoch + 1 == window_start + window
         sync = contextlib.nullcontext() if boundary or self.world == 1 else self.acc.no_sync(self.model)
         with sync:
             logits = self.model(x).float()  # (B, C)
             loss_sum = F.cross_entropy(logits, y, reduction="sum")
-            loss = loss_sum * self.world / (n_global * window)
+            loss = loss_sum * self.world / window_examples
             if tc.l1:
                 loss = loss + tc.l1 * sum(p.abs().sum() for p in self.params) / window
             self.acc.backward(loss)

@@ -45,6 +45,5 @@ class EpochBatchSampler(Sampler[list[int]]):
         return full - self.start
 
     def global_size(self, i: int) -> int:
-        """Examples in global batch i of this epoch (counting from the resumed start)."""
-        i += self.start
+        """Examples in global batch i of this epoch (counting from the epoch's first batch)."""
         return min(self.batch_size, self.n - i * self.batch_size)

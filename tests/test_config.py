@@ -1,0 +1,86 @@
+import json
+
+import pytest
+
+from modelyard.config import ExperimentConfig, apply_override, load_config
+from modelyard.errors import ConfigError
+from tests.conftest import run_cli, tiny_config
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = "name: t\ndata:\n  source: builtin:digits\nmodel:\n  name: lenet5\ntrain:\n  lr: 0.01\n"
+
+
+def test_defaults_are_filled_in(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.train.lr == 0.01 and cfg.train.optimizer == "adamw" and cfg.model.channels == [6, 16]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (GOOD.replace("  lr:", "  lrate:"), ["train.lrate", "line 7", "did you mean 'train.lr'", "exp.yaml"]),
+        (GOOD.replace("model:", "modle:"), ["modle", "line 4", "did you mean 'model'"]),
+        (GOOD.replace("name: lenet5", "name: lenet"), ["model.name", "'lenet'", "Did you mean 'lenet5'", "resnet18"]),
+        (GOOD + "  epochs: 0\n", ["train.epochs", "line 8", "greater than or equal to 1"]),
+        (GOOD.replace("name: lenet5", "name: lenet5\n  chanels: [4, 8]"), ["model.chanels", "did you mean 'model.channels'"]),
+        (GOOD + "  monitor: val_acc\n", ["train.monitor", "val_accuracy"]),
+        ("name: t\nmodel:\n  name: mlp\n", ["data", "required key is missing"]),
+        ("- just\n- a list\n", ["top level must be a mapping"]),
+        ("name: [unclosed\n", ["not valid YAML"]),
+    ],
+)
+def test_invalid_configs_say_what_where_and_how(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    for piece in expected:
+        assert piece in str(err.value)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("no/such/file.yaml")
+
+
+def test_overrides_are_typed_and_validated(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD), ["train.lr=0.5", "model.channels=[4, 8]", "train.grad_clip=1"])
+    assert cfg.train.lr == 0.5 and cfg.model.channels == [4, 8] and cfg.train.grad_clip == 1.0
+    with pytest.raises(ConfigError, match=r"train\.lrr \(from --set\).*did you mean 'train.lr'"):
+        load_config(write(tmp_path, GOOD), ["train.lrr=0.5"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(write(tmp_path, GOOD), ["train.lr"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_override({"train": {"lr": 1}}, "train.lr.x=2")
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "exp.yaml"
+    path.write_text("name: t\ndata:\n  source: csv:data.csv\n  target: y\nmodel:\n  name: mlp\n")
+    assert load_config(path).data.source == f"csv:{tmp_path / 'sub' / 'data.csv'}"
+
+
+def test_schema_covers_every_model():
+    schema = json.dumps(ExperimentConfig.model_json_schema())
+    for name in ("mlp", "lenet5", "cifar-cnn", "mnist1d-cnn", "resnet18", "resnet50"):
+        assert f'"{name}"' in schema
+
+
+def test_cli_config_show_and_schema(tmp_path):
+    path = write(tmp_path, GOOD)
+    shown = run_cli("config", "show", path, "--set", "train.epochs=3", check=True).stdout
+    assert "epochs: 3" in shown and "optimizer: adamw" in shown
+    assert "properties" in json.loads(run_cli("config", "schema", check=True).stdout)
+    bad = run_cli("config", "show", write(tmp_path, GOOD.replace("  lr:", "  lrate:")))
+    assert bad.returncode == 2 and "did you mean 'train.lr'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_dict_configs_validate_too():
+    assert load_config(tiny_config()).model.hidden_sizes == [32]
+    with pytest.raises(ConfigError, match="greater than 0"):
+        load_config(tiny_config(model={"name": "mlp", "hidden_sizes": [8, -1]}))
