@@ -27,7 +27,7 @@ def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None 
     """
     from modelyard.artifact import load
     from modelyard.config import load_config
-    from modelyard.data import read_source, split_indices
+    from modelyard.data import read_source, source_entry, split_indices
     from modelyard.inference import predict_dataset
     from modelyard.metrics import bootstrap_ci, classification_report
     from modelyard.runs import RunDir
@@ -42,10 +42,11 @@ def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None 
         scheme, sep, arg = data.partition(":")
         if sep and scheme != "builtin" and arg:
             data = f"{scheme}:{Path(arg).expanduser().resolve()}"
+        kind = source_entry(data)[0].meta["kind"]
+        if kind != predictor.preprocessor.kind:
+            raise DataError(f"{data} holds {kind} data but the model reads {predictor.preprocessor.kind} data")
         raw = read_source(data, cfg.data.model_copy(update={"source": data, "split_column": None}))
         source, split = data, "all"
-    if raw.kind != predictor.preprocessor.kind:
-        raise DataError(f"{source} holds {raw.kind} data but the model reads {predictor.preprocessor.kind} data")
     unknown = sorted({str(v) for v in raw.y} - set(predictor.labels))
     if unknown:
         raise DataError(f"{source} holds label(s) {unknown} the model never learnt (it knows {predictor.labels})")

@@ -11,11 +11,11 @@ from modelyard.data.sources import SOURCES
 from modelyard.data.split import split_off_val, stratified_split
 from modelyard.errors import DataError
 
-__all__ = ["DataBundle", "RawData", "SOURCES", "build_data", "read_source", "split_indices", "preprocessor_from_json"]
+__all__ = ["DataBundle", "RawData", "SOURCES", "build_data", "read_source", "source_entry", "split_indices", "preprocessor_from_json"]
 
 
-def read_source(source: str, cfg) -> RawData:
-    """Read the raw examples named by a `data.source` URI such as `csv:data/iris.csv`."""
+def source_entry(source: str):
+    """The registry entry and argument for a `data.source` URI; its meta says the data's `kind`."""
     scheme, sep, arg = source.partition(":")
     if not sep or not arg:
         raise DataError(
@@ -27,6 +27,12 @@ def read_source(source: str, cfg) -> RawData:
     if entry is None or entry.meta.get("builtin", False) != (scheme == "builtin"):
         builtins = ", ".join(f"builtin:{e.name}" for e in SOURCES if e.meta.get("builtin"))
         raise DataError(f"unknown data source {source!r}; use {builtins}, imagefolder:PATH or csv:PATH")
+    return entry, arg
+
+
+def read_source(source: str, cfg) -> RawData:
+    """Read the raw examples named by a `data.source` URI such as `csv:data/iris.csv`."""
+    entry, arg = source_entry(source)
     raw = entry.obj(arg, cfg)
     if len(raw) == 0:
         raise DataError(f"data source {source!r} holds no examples")

@@ -16,7 +16,7 @@ from modelyard.errors import DataError
 NUMERIC_SHARE = 0.9  # a text column whose values are this often numbers is a numeric column with typos
 
 
-@register_source("csv")
+@register_source("csv", kind="tabular")
 def csv_table(arg: str, cfg) -> RawData:
     path = Path(arg).expanduser()
     frame = _read_csv(path)

@@ -1,0 +1,79 @@
+"""The run directory is the contract every later capability reads; pin it down."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import modelyard
+from modelyard.errors import RunError
+
+
+def test_layout(digits_run):
+    p = digits_run.path
+    assert p.name.startswith("tiny-") and p.name.endswith("Z")
+    for rel in ("config.yaml", "run.json", "metrics.json", "history.jsonl", "checkpoints/last/model.safetensors",
+                "checkpoints/last/optimizer.pt", "checkpoints/last/rng.pt", "checkpoints/best/model.safetensors",
+                "model/model.safetensors", "model/modelyard.json", "predictions/test.csv", "predictions/val.csv",
+                "report.html", "plots/confusion_matrix.png", "plots/learning_curves.png", "plots/roc_curves.png",
+                "plots/reliability.png", "plots/per_class_f1.png"):
+        assert (p / rel).is_file(), rel
+
+
+def test_metrics_json(digits_run):
+    m = json.loads((digits_run.path / "metrics.json").read_text())
+    assert set(m) >= {"val", "test", "train_time_s", "epochs"}
+    assert m["epochs"] == 2 and m["train_time_s"] > 0
+    for key in ("accuracy", "f1_macro", "roc_auc_ovr_macro", "ece", "log_loss", "confusion_matrix", "per_class"):
+        assert key in m["test"]
+    h = m["test"]["headline"]
+    assert h["metric"] == "accuracy" and h["low"] <= h["value"] <= h["high"] and h["resamples"] == 50
+
+
+def test_config_is_saved_resolved(digits_run):
+    saved = yaml.safe_load((digits_run.path / "config.yaml").read_text())
+    assert saved["train"]["optimizer"] == "adamw"  # a default, written out
+    assert modelyard.load_config(saved).model.hidden_sizes == [32]
+
+
+def test_history_has_one_line_per_epoch(digits_run):
+    rows = [json.loads(x) for x in (digits_run.path / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert set(rows[0]) >= {"train_loss", "val_loss", "val_accuracy", "lr", "step"}
+
+
+def test_test_predictions(digits_run):
+    frame = pd.read_csv(digits_run.path / "predictions" / "test.csv")
+    m = json.loads((digits_run.path / "metrics.json").read_text())
+    assert len(frame) == m["test"]["n"] == 270
+    probs = frame[[f"prob_{i}" for i in range(10)]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    assert (frame["true"] == frame["predicted"]).mean() == pytest.approx(m["test"]["accuracy"])
+
+
+def test_saved_model_reproduces_the_test_predictions(digits_run):
+    from sklearn.datasets import load_digits
+
+    model = modelyard.load(digits_run.path)
+    frame = pd.read_csv(digits_run.path / "predictions" / "test.csv")
+    images = load_digits().images[frame["id"].to_numpy()]
+    prob = model.predict_proba(images)
+    assert np.allclose(prob, frame[[f"prob_{i}" for i in range(10)]].to_numpy(), atol=1e-6)
+    assert list(model.predict(images)) == [str(v) for v in frame["predicted"]]
+    assert modelyard.load(digits_run.path / "model").labels == [str(i) for i in range(10)]
+
+
+def test_report_is_self_contained(digits_run):
+    html = (digits_run.path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5
+    assert "Test accuracy" in html and "95% CI" in html and "src=\"http" not in html
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(RunError, match="neither a run directory nor a model directory"):
+        modelyard.load(tmp_path)
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    with pytest.raises(RunError, match="did not finish.*--resume"):
+        modelyard.load(tmp_path)
