@@ -15,7 +15,7 @@ def test_layout(digits_run):
     p = digits_run.path
     assert p.name.startswith("tiny-") and p.name.endswith("Z")
     for rel in ("config.yaml", "run.json", "metrics.json", "history.jsonl", "checkpoints/last/model.safetensors",
-                "checkpoints/last/optimizer.pt", "checkpoints/last/rng.pt", "checkpoints/best/model.safetensors",
+                "checkpoints/last/training_state.pt", "checkpoints/last/state.json", "checkpoints/best/model.safetensors",
                 "model/model.safetensors", "model/modelyard.json", "predictions/test.csv", "predictions/val.csv",
                 "report.html", "plots/confusion_matrix.png", "plots/learning_curves.png", "plots/roc_curves.png",
                 "plots/reliability.png", "plots/per_class_f1.png"):

@@ -71,10 +71,10 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
         model = create_model(cfg.model, input_shape=bundle.input_shape, num_classes=len(bundle.labels))
         if resume is not None and acc.is_main_process:
             _rewind_history(run)
-        loop = TrainingLoop(cfg, bundle, model, run, acc, callbacks=list(callbacks), resume=resume is not None)
-        if not quiet:
-            for note in bundle.notes:
-                loop.progress.note(note)
+        loop = TrainingLoop(cfg, bundle, model, run, acc, callbacks=list(callbacks), resume=resume is not None,
+                            quiet=quiet)
+        for note in bundle.notes:
+            loop.progress.note(note)
         state = loop.fit()
     except BaseException as exc:
         if acc.is_main_process:

@@ -39,6 +39,19 @@ def test_agrees_with_scikit_learn(n_classes, key, reference):
     assert report[key] == pytest.approx(reference(y, prob, prob.argmax(1), classes), abs=1e-9)
 
 
+@pytest.mark.parametrize("n_classes", [2, 3, 10])
+def test_fast_f1_macro_matches_scikit_learn(n_classes):
+    from modelyard.metrics.classification import f1_macro
+
+    y, prob = fake(n_classes, n=50, skew=0.5)
+    pred = prob.argmax(1)
+    expected = skm.f1_score(y, pred, labels=np.arange(n_classes), average="macro", zero_division=0)
+    assert f1_macro(y, pred, n_classes) == pytest.approx(expected, abs=1e-12)
+    y[y == 0] = 1  # a class absent from the truth
+    expected = skm.f1_score(y, pred, labels=np.arange(n_classes), average="macro", zero_division=0)
+    assert f1_macro(y, pred, n_classes) == pytest.approx(expected, abs=1e-12)
+
+
 def test_per_class_confusion_and_binary_auc():
     y, prob = fake(3)
     report = classification_report(y, prob, labels=["a", "b", "c"])

@@ -1,12 +1,14 @@
 """Checkpoints a resumed run can trust: written atomically, read without unpickling code.
 
-checkpoints/last/: model.safetensors, optimizer.pt, scheduler.pt, rng.pt (tensors only, read with
-weights_only=True) and state.json (epoch, step, best value, partial-epoch sums).
+checkpoints/last/: model.safetensors, training_state.pt (optimiser, scheduler and RNG states: tensors and
+numbers only, read with weights_only=True) and state.json (epoch, step, best value, partial-epoch sums).
+checkpoints/best/: model.safetensors at the best `train.monitor` value.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -55,19 +57,32 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
-def save_checkpoint(folder: Path, model, optimizer=None, scheduler=None, state: TrainState | None = None) -> None:
+def save_checkpoint(folder: Path, model, optimizer, scheduler, state: TrainState) -> None:
     """Write to a sibling temp folder, then swap it in, so a kill mid-write leaves the old checkpoint whole."""
-    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / "model.safetensors"))
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    if scheduler is not None:
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    if state is not None:
-        torch.save(rng_state(), tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
+               tmp / "training_state.pt")
+    (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
+    _swap_in(tmp, folder)
+
+
+def link_best(last: Path, best: Path) -> None:
+    """Make `best` hold the weights just written to `last`, by hard link rather than a second write."""
+    tmp = best.with_name(best.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        os.link(last / "model.safetensors", tmp / "model.safetensors")
+    except OSError:  # a file system without hard links
+        shutil.copy2(last / "model.safetensors", tmp / "model.safetensors")
+    _swap_in(tmp, best)
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
+    old = folder.with_name(folder.name + ".old")
     if folder.exists():
         folder.rename(old)
     tmp.rename(folder)
@@ -84,13 +99,11 @@ def checkpoint_folder(folder: Path) -> Path:
     raise RunError(f"no checkpoint in {folder}; the run stopped before its first checkpoint, so start it anew")
 
 
-def load_checkpoint(folder: Path, model, optimizer=None, scheduler=None) -> TrainState:
+def load_checkpoint(folder: Path, model, optimizer, scheduler) -> TrainState:
     folder = checkpoint_folder(folder)
     load_model(model, str(folder / "model.safetensors"))
-    if optimizer is not None:
-        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
-    if scheduler is not None:
-        scheduler.load_state_dict(torch.load(folder / "scheduler.pt", map_location="cpu", weights_only=True))
-    state = TrainState(**json.loads((folder / "state.json").read_text()))
-    set_rng_state(torch.load(folder / "rng.pt", map_location="cpu", weights_only=True))
-    return state
+    saved = torch.load(folder / "training_state.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    set_rng_state(saved["rng"])
+    return TrainState(**json.loads((folder / "state.json").read_text()))

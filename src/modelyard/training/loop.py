@@ -11,16 +11,15 @@ import contextlib
 import math
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader
 
 from modelyard.errors import ConfigError
 from modelyard.inference import predict_dataset
+from modelyard.metrics.classification import f1_macro
 from modelyard.training.callbacks import Callback, improved, monitor_mode
-from modelyard.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from modelyard.training.checkpoint import TrainState, link_best, load_checkpoint, save_checkpoint
 from modelyard.training.optim import build_optimizer, build_scheduler
 from modelyard.training.progress import TrainingProgress
 from modelyard.training.sampler import EpochBatchSampler
@@ -46,7 +45,8 @@ def make_accelerator(tc):
 
 
 class TrainingLoop:
-    def __init__(self, cfg, bundle, model, run, accelerator, *, callbacks: list[Callback] = (), resume: bool = False):
+    def __init__(self, cfg, bundle, model, run, accelerator, *, callbacks: list[Callback] = (), resume: bool = False,
+                 quiet: bool = False):
         self.cfg, self.bundle, self.run_dir, self.acc = cfg, bundle, run, accelerator
         self.tc = cfg.train
         self.callbacks = list(callbacks)
@@ -65,7 +65,7 @@ class TrainingLoop:
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.mode = monitor_mode(self.tc.monitor)
-        self.progress = TrainingProgress(enabled=accelerator.is_main_process, total_epochs=self.tc.epochs,
+        self.progress = TrainingProgress(enabled=accelerator.is_main_process and not quiet, total_epochs=self.tc.epochs,
                                          steps_per_epoch=self.micro_per_epoch, monitor=self.tc.monitor)
 
     @property
@@ -163,17 +163,15 @@ class TrainingLoop:
             "train_accuracy": float(sums[1] / sums[2]),
             "val_loss": val_loss,
             "val_accuracy": float((pred == y).mean()),
-            "val_f1_macro": float(f1_score(y, pred, labels=np.arange(prob.shape[1]), average="macro",
-                                           zero_division=0)),
+            "val_f1_macro": f1_macro(y, pred, prob.shape[1]),
             "epoch_time_s": seconds,
         }
         st.epoch, st.batch_in_epoch = epoch + 1, 0
         st.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0}
         value = row[tc.monitor]
-        if improved(value, st.best_value, self.mode, tc.early_stopping.min_delta):
+        is_best = improved(value, st.best_value, self.mode, tc.early_stopping.min_delta)
+        if is_best:
             st.best_value, st.best_epoch, st.bad_epochs = value, epoch + 1, 0
-            if self.acc.is_main_process:
-                save_checkpoint(self.run_dir.checkpoints / "best", self.module)
         else:
             st.bad_epochs += 1
         if tc.early_stopping.patience and st.bad_epochs >= tc.early_stopping.patience:
@@ -182,6 +180,8 @@ class TrainingLoop:
         if self.acc.is_main_process:
             self.run_dir.append_history(row)
         self._save_last()
+        if is_best and self.acc.is_main_process:
+            link_best(self.run_dir.checkpoints / "last", self.run_dir.checkpoints / "best")
         self.progress.end_epoch(row)
         for cb in self.callbacks:
             cb.on_epoch_end(self, row)
