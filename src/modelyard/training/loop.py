@@ -55,14 +55,22 @@ class TrainingLoop:
                                          rank=self.rank, world=self.world)
         self.micro_per_epoch = len(self.sampler)
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / self.tc.grad_accum_steps)
+        # Examples per accumulation window, so every example weighs the same, a short last batch included.
+        sizes = [self.sampler.global_size(i) for i in range(self.micro_per_epoch)]
+        self.window_examples = [sum(sizes[i:i + self.tc.grad_accum_steps])
+                                for i in range(0, len(sizes), self.tc.grad_accum_steps)]
         optimizer = build_optimizer(self.tc, model)
         self.scheduler = build_scheduler(self.tc, optimizer, self.steps_per_epoch)
+        self.model = accelerator.prepare(model)
+        # Accelerate's optimizer wrapper is needed only to drive fp16's GradScaler (DDP's gradient all-reduce
+        # lives in the wrapped model). Elsewhere its per-step bookkeeping cost ~8% of a small model's CPU epoch
+        # in bench/overhead.py, so the plain torch optimizer steps.
+        self.optimizer = accelerator.prepare(optimizer) if accelerator.mixed_precision == "fp16" else optimizer
         self.state = TrainState()
-        if resume:
-            self.state = load_checkpoint(run.checkpoints / "last", model, optimizer, self.scheduler)
+        if resume:  # after prepare: the optimiser state must land on the device the parameters now live on
+            self.state = load_checkpoint(run.checkpoints / "last", self.module, self.optimizer, self.scheduler)
             if self.rank != 0:  # partial-epoch sums were reduced over all processes before saving
                 self.state.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0}
-        self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.mode = monitor_mode(self.tc.monitor)
         self.progress = TrainingProgress(enabled=accelerator.is_main_process and not quiet, total_epochs=self.tc.epochs,
@@ -85,13 +93,13 @@ class TrainingLoop:
                 loader = self._loader(epoch)
                 self.progress.start_epoch(epoch, st.batch_in_epoch)
                 self.model.train()
+                # Running sums stay on the device and are read once per epoch: no per-step host sync.
                 sums = torch.tensor([st.partial["loss_sum"], st.partial["correct"], st.partial["seen"]],
-                                    dtype=torch.float64)
+                                    dtype=torch.float64, device=self.acc.device)
                 for x, y in loader:
-                    sums += self._micro_step(x, y)
+                    self._micro_step(x, y, sums)
                     if self._at_step_boundary():
                         self._optimizer_step()
-                        self.progress.step(float(sums[0] / max(1.0, float(sums[2]))))
                         for cb in self.callbacks:
                             cb.on_step_end(self)
                         if tc.checkpoint_every_steps and st.step % tc.checkpoint_every_steps == 0 \
@@ -99,8 +107,8 @@ class TrainingLoop:
                             st.train_time_s += time.perf_counter() - t0
                             t0 = time.perf_counter()
                             self._save_last(partial=sums)
-                    else:
-                        self.progress.step(float(sums[0] / max(1.0, float(sums[2]))))
+                    if self.progress.bar:
+                        self.progress.step(float(sums[0] / sums[2]))
                 st.train_time_s += time.perf_counter() - t0
                 self._end_epoch(epoch, sums, time.perf_counter() - t0)
         finally:
@@ -116,26 +124,25 @@ class TrainingLoop:
         return DataLoader(self.bundle.train, sampler=self.sampler, batch_size=None,
                           num_workers=self.cfg.data.num_workers, generator=g)
 
-    def _micro_step(self, x, y) -> torch.Tensor:
+    def _micro_step(self, x, y, sums: torch.Tensor) -> None:
         st, tc = self.state, self.tc
         device = self.acc.device
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         window_start = (st.batch_in_epoch // tc.grad_accum_steps) * tc.grad_accum_steps
         window = min(tc.grad_accum_steps, self.micro_per_epoch - window_start)
-        # Every example of the accumulation window weighs the same, a short last batch included.
-        window_examples = sum(self.sampler.global_size(j) for j in range(window_start, window_start + window))
         boundary = st.batch_in_epoch + 1 == window_start + window
         sync = contextlib.nullcontext() if boundary or self.world == 1 else self.acc.no_sync(self.model)
         with sync:
             logits = self.model(x).float()  # (B, C)
             loss_sum = F.cross_entropy(logits, y, reduction="sum")
-            loss = loss_sum * self.world / window_examples
+            loss = loss_sum * (self.world / self.window_examples[window_start // tc.grad_accum_steps])
             if tc.l1:
                 loss = loss + tc.l1 * sum(p.abs().sum() for p in self.params) / window
             self.acc.backward(loss)
         st.batch_in_epoch += 1
-        correct = (logits.argmax(dim=1) == y).sum()
-        return torch.stack([loss_sum.detach(), correct, torch.tensor(len(y), device=device)]).double().cpu()
+        sums[0] += loss_sum.detach()
+        sums[1] += (logits.argmax(dim=1) == y).sum()
+        sums[2] += len(y)
 
     def _at_step_boundary(self) -> bool:
         done = self.state.batch_in_epoch
@@ -153,7 +160,7 @@ class TrainingLoop:
         st, tc = self.state, self.tc
         sums = self._reduce(sums)
         y, prob, val_loss = predict_dataset(self.module, self.bundle.val, device=self.acc.device,
-                                            batch_size=max(256, tc.batch_size))
+                                            batch_size=max(1024, tc.batch_size))
         pred = prob.argmax(axis=1)
         row = {
             "epoch": epoch + 1,
@@ -179,22 +186,22 @@ class TrainingLoop:
             self.progress.note(f"early stopping: {tc.monitor} has not improved for {st.bad_epochs} epochs")
         if self.acc.is_main_process:
             self.run_dir.append_history(row)
-        self._save_last()
-        if is_best and self.acc.is_main_process:
-            link_best(self.run_dir.checkpoints / "last", self.run_dir.checkpoints / "best")
+        self._save_last(best=is_best)
         self.progress.end_epoch(row)
         for cb in self.callbacks:
             cb.on_epoch_end(self, row)
 
     def _reduce(self, sums: torch.Tensor) -> torch.Tensor:
         if self.world == 1:
-            return sums
-        return self.acc.reduce(sums.to(self.acc.device), reduction="sum").cpu()
+            return sums.cpu()
+        return self.acc.reduce(sums.clone(), reduction="sum").cpu()
 
-    def _save_last(self, partial: torch.Tensor | None = None) -> None:
+    def _save_last(self, partial: torch.Tensor | None = None, best: bool = False) -> None:
         if partial is not None:
-            total = self._reduce(partial.clone())
+            total = self._reduce(partial)
             self.state.partial = {"loss_sum": float(total[0]), "correct": int(total[1]), "seen": int(total[2])}
         if self.acc.is_main_process:
             save_checkpoint(self.run_dir.checkpoints / "last", self.module, self.optimizer, self.scheduler, self.state)
+            if best:
+                link_best(self.run_dir.checkpoints / "last", self.run_dir.checkpoints / "best")
         self.acc.wait_for_everyone()
