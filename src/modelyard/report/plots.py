@@ -74,6 +74,9 @@ def reliability_diagram(y: np.ndarray, prob: np.ndarray, bins: int = 15) -> byte
     acc = [a if a is not None else 0 for a in rb["accuracy"]]
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.bar(centers, acc, width=1 / bins, edgecolor="k", alpha=0.7, label="accuracy")
+    for c, a, n in zip(centers, acc, rb["count"]):
+        if n:  # a bin of 2 examples must not look as weighty as one of 200
+            ax.text(c, min(a, 0.9) + 0.02, f"n={n}", ha="center", fontsize=7, rotation=90)
     conf = [(c, x) for c, x in zip(centers, rb["confidence"]) if x is not None]
     ax.plot([c for c, _ in conf], [x for _, x in conf], "r.", label="mean confidence")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
