@@ -10,7 +10,7 @@ from torch import nn
 
 from modelyard.errors import ModelError
 from modelyard.models.base import Activation, ModelConfigBase, Width, register_model
-from modelyard.models.layers import activation, flat_size
+from modelyard.models.layers import activation, dense_layers, flat_size
 
 
 def _image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -48,13 +48,8 @@ class LeNet5(nn.Module):
             nn.Conv2d(c1, c2, k, padding=pad2), activation(cfg.activation), nn.MaxPool2d(2),
             nn.Flatten(),
         )
-        width = flat_size(self.features, input_shape)
-        layers: list[nn.Module] = []
-        for size in cfg.hidden_sizes:
-            layers += [nn.Linear(width, size), activation(cfg.activation)]
-            if cfg.dropout:
-                layers.append(nn.Dropout(cfg.dropout))
-            width = size
+        layers, width = dense_layers(flat_size(self.features, input_shape), cfg.hidden_sizes, cfg.activation,
+                                     cfg.dropout)
         self.fc = nn.Sequential(*layers)
         self.head = nn.Linear(width, num_classes)
 
@@ -93,14 +88,9 @@ class CifarCNN(nn.Module):
             ]
             c = out
         self.features = nn.Sequential(*blocks, nn.Flatten())
-        width = flat_size(self.features, input_shape)
-        layers: list[nn.Module] = [nn.Dropout(cfg.dropout)] if cfg.dropout else []
-        for size in cfg.hidden_sizes:
-            layers += [nn.Linear(width, size), activation(cfg.activation)]
-            if cfg.dropout:
-                layers.append(nn.Dropout(cfg.dropout))
-            width = size
-        self.fc = nn.Sequential(*layers)
+        layers, width = dense_layers(flat_size(self.features, input_shape), cfg.hidden_sizes, cfg.activation,
+                                     cfg.dropout)
+        self.fc = nn.Sequential(*([nn.Dropout(cfg.dropout)] if cfg.dropout else []), *layers)
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x):

@@ -19,3 +19,14 @@ def flat_size(features: nn.Module, input_shape: tuple[int, ...]) -> int:
     if out.numel() == 0:
         raise ValueError(f"input of shape {input_shape} shrinks to nothing in the feature extractor")
     return out.numel()
+
+
+def dense_layers(width: int, hidden_sizes: list[int], act: str, dropout: float) -> tuple[list[nn.Module], int]:
+    """Linear-activation(-dropout) layers of the given widths; returns them and the last width."""
+    layers: list[nn.Module] = []
+    for size in hidden_sizes:
+        layers += [nn.Linear(width, size), activation(act)]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        width = size
+    return layers, width

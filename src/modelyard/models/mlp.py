@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from modelyard.models.base import Activation, ModelConfigBase, Width, register_model
-from modelyard.models.layers import activation
+from modelyard.models.layers import dense_layers
 
 
 class MLPConfig(ModelConfigBase):
@@ -22,14 +22,8 @@ class MLPConfig(ModelConfigBase):
 class MLP(nn.Module):
     def __init__(self, cfg: MLPConfig, in_features: int, num_classes: int) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = in_features
-        for size in cfg.hidden_sizes:
-            layers += [nn.Linear(width, size), activation(cfg.activation)]
-            if cfg.dropout:
-                layers.append(nn.Dropout(cfg.dropout))
-            width = size
-        self.features = nn.Sequential(*layers)
+        layers, width = dense_layers(in_features, cfg.hidden_sizes, cfg.activation, cfg.dropout)
+        self.features = nn.Sequential(nn.Flatten(), *layers)
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x):
