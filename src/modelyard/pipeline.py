@@ -76,13 +76,13 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
         for note in bundle.notes:
             loop.progress.note(note)
         state = loop.fit()
+        if not acc.is_main_process:
+            return Run(run.path, {})
+        return _finish(cfg, run, bundle, loop, state, count_parameters(loop.module))
     except BaseException as exc:
         if acc.is_main_process:
             run.set_status(status="failed", error=f"{type(exc).__name__}: {exc}", failed=utc_stamp())
         raise
-    if not acc.is_main_process:
-        return Run(run.path, {})
-    return _finish(cfg, run, bundle, loop, state, count_parameters(loop.module))
 
 
 def _rewind_history(run: RunDir) -> None:

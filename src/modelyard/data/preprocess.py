@@ -182,7 +182,7 @@ class SequencePreprocessor:
         return ArrayDataset(self.transform(raw.x), targets)
 
     def read_inputs(self, path: Path):
-        frame = _read_csv(path, header=None)
+        frame = read_csv(path, header=None)
         if not _row_is_numeric(frame.iloc[0]):
             frame = frame.iloc[1:].reset_index(drop=True)  # a header row
         if frame.shape[1] != self.length:
@@ -270,14 +270,14 @@ class TabularPreprocessor:
         return ArrayDataset(self.transform(raw.x, "training data"), targets)
 
     def read_inputs(self, path: Path):
-        frame = _read_csv(path)
+        frame = read_csv(path)
         return frame, [str(i + 1) for i in range(len(frame))]
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def _read_csv(path: Path, **kw) -> pd.DataFrame:
+def read_csv(path: Path, **kw) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"CSV file {path} not found")
     try:

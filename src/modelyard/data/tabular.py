@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from modelyard.data.base import RawData
-from modelyard.data.preprocess import _read_csv
+from modelyard.data.preprocess import read_csv
 from modelyard.data.sources import register_source
 from modelyard.errors import DataError
 
@@ -19,7 +19,7 @@ NUMERIC_SHARE = 0.9  # a text column whose values are this often numbers is a nu
 @register_source("csv", kind="tabular")
 def csv_table(arg: str, cfg) -> RawData:
     path = Path(arg).expanduser()
-    frame = _read_csv(path)
+    frame = read_csv(path)
     if not cfg.target:
         raise DataError(f"data.target is not set; name the label column of {path} (columns: {list(frame.columns)})")
     wanted = [cfg.target] + list(cfg.features or []) + list(cfg.categorical) + ([cfg.split_column] if cfg.split_column else [])
