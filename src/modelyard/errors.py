@@ -23,3 +23,7 @@ class ModelError(ModelyardError):
 
 class RunError(ModelyardError):
     """A run directory or model artifact is missing or incomplete."""
+
+
+class NotFittedError(ModelyardError, ValueError):
+    """An estimator was asked to predict before `fit`."""
