@@ -7,6 +7,7 @@ import sys
 import click
 
 from modelyard.cli.config_cmd import config
+from modelyard.cli.reference_cmd import reference_demo
 from modelyard.cli.run_cmds import evaluate, predict, train
 from modelyard.errors import ModelyardError
 
@@ -21,6 +22,7 @@ cli.add_command(train)
 cli.add_command(evaluate)
 cli.add_command(predict)
 cli.add_command(config)
+cli.add_command(reference_demo)
 
 
 def main(argv: list[str] | None = None) -> None:
