@@ -10,8 +10,8 @@ from modelyard.reference.functions import (
 )
 from modelyard.reference.layers import Activation, Dense
 from modelyard.reference.mlp import MLP, Network
-from modelyard.reference.optim import SGD, Adam
+from modelyard.reference.optim import SGD, Adam, adam_step, sgd_step
 
-__all__ = ["MLP", "Network", "Dense", "Activation", "SGD", "Adam", "attention", "causal_mask", "softmax",
+__all__ = ["MLP", "Network", "Dense", "Activation", "SGD", "Adam", "sgd_step", "adam_step", "attention", "causal_mask", "softmax",
            "sigmoid", "sigmoid_grad", "relu", "relu_grad", "tanh", "tanh_grad", "mse_loss", "mse_grad",
            "cross_entropy_loss", "cross_entropy_grad"]
