@@ -22,7 +22,7 @@ def test_train_image_folder_then_predict_a_folder(tmp_path, shapes_dir):
     lines = out.stdout.strip().splitlines()
     run_dir = lines[-1]
     assert lines[-2] == f"report: {run_dir}/report.html" and lines[-3].startswith("test accuracy: ")
-    preds = tmp_path / "preds.csv"
+    preds = tmp_path / "new-folder" / "preds.csv"
     run_cli("predict", run_dir, shapes_dir / "circle", "--output", preds, check=True)
     frame = pd.read_csv(preds)
     assert len(frame) == 12 and set(frame.columns) >= {"id", "predicted", "confidence", "prob_circle", "prob_square"}
@@ -58,6 +58,8 @@ def test_user_errors_exit_2_without_traceback(tmp_path, wine_csv, digits_run):
         (["evaluate", digits_run.path, "--data", f"csv:{wine_csv}"], "holds tabular data but the model reads image"),
         (["predict", digits_run.path, tmp_path / "nothing-here"], "not found"),
         (["evaluate", tmp_path], "not a run directory"),
+        (["train", write_cfg(tmp_path, "name: x\ndata:\n  source: builtin:digits\nmodel:\n  name: mlp\n", "ok.yaml"),
+          "--output", "/proc/modelyard-runs"], "pass a writable --output folder"),
     ]
     for args, message in cases:
         proc = run_cli(*args)

@@ -37,7 +37,10 @@ class RunDir:
         while path.exists():  # two runs started in the same second
             n += 1
             path = base.with_name(f"{base.name}-{n}")
-        path.mkdir(parents=True)
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise RunError(f"cannot create the run directory {path}: {exc.strerror}; pass a writable --output folder") from None
         return cls(path)
 
     @classmethod

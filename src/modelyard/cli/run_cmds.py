@@ -64,6 +64,7 @@ def predict(run: str, inputs: str, output: str | None) -> None:
 
     frame = load(run).predict_frame(inputs)
     if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(output, index=False)
         click.echo(f"{len(frame)} predictions written to {output}", err=True)
     else:
