@@ -76,20 +76,9 @@ class ImagePreprocessor:
     def load_image(self, path: str | Path) -> torch.Tensor:
         try:
             with Image.open(path) as im:
-                im = im.convert("L" if self.channels == 1 else "RGB")
-                if im.size != (self.size[1], self.size[0]):
-                    im = im.resize((self.size[1], self.size[0]), Image.BILINEAR)
-                arr = np.asarray(im, dtype=np.float32) / 255.0
+                return self._from_pil(im)
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot read image {path}: {exc}. Remove or replace the file") from None
-        t = torch.from_numpy(arr)
-        t = t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)  # (H, W, C) -> (C, H, W)
-        return self._normalise(t)
-
-    def _normalise(self, t: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean).view(-1, 1, 1)
-        std = torch.tensor(self.std).view(-1, 1, 1)
-        return (t - mean) / std
 
     def transform(self, x) -> torch.Tensor:
         """Arrays (N, H, W) or (N, H, W, C) in source units, PIL images, or image paths -> (N, C, H, W)."""
@@ -113,9 +102,14 @@ class ImagePreprocessor:
         return (arr - mean) / std
 
     def _from_pil(self, im: Image.Image) -> torch.Tensor:
-        im = im.convert("L" if self.channels == 1 else "RGB").resize((self.size[1], self.size[0]), Image.BILINEAR)
+        im = im.convert("L" if self.channels == 1 else "RGB")
+        if im.size != (self.size[1], self.size[0]):
+            im = im.resize((self.size[1], self.size[0]), Image.BILINEAR)
         t = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0)
-        return self._normalise(t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1))
+        t = t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)  # (H, W, C) -> (C, H, W)
+        mean = torch.tensor(self.mean).view(-1, 1, 1)
+        std = torch.tensor(self.std).view(-1, 1, 1)
+        return (t - mean) / std
 
     def dataset(self, raw: RawData, targets: np.ndarray, *, train: bool):
         if isinstance(raw.x, list):
