@@ -253,7 +253,7 @@ def _get(raw: Any, path: tuple) -> Any:
 
 def _allowed_keys(path: tuple, raw: dict) -> list[str]:
     cls: Any = ExperimentConfig
-    for i, p in enumerate(path):
+    for p in path:
         if cls is ExperimentConfig and p == "model":
             name = _get(raw, ("model", "name"))
             cls = MODELS.get(name).config if name in MODELS else None

@@ -28,7 +28,7 @@ def test_shards_of_two_processes_make_the_global_batch():
     two = [EpochBatchSampler(100, 32, seed=0, rank=r, world=2) for r in range(2)]
     for s in (one, *two):
         s.set_epoch(3)
-    for g, r0, r1 in zip(one, *two):
+    for g, r0, r1 in zip(one, *two, strict=True):
         assert g == r0 + r1 and abs(len(r0) - len(r1)) <= 1
 
 
