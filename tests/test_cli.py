@@ -55,7 +55,7 @@ def test_user_errors_exit_2_without_traceback(tmp_path, wine_csv, digits_run):
          "not found"),
         (["train", write_cfg(tmp_path, "name: x\ndata:\n  source: builtin:digits\nmodel:\n  name: mlp\n"),
           "--set", "train.epochz=3"], "did you mean 'train.epochs'"),
-        (["evaluate", digits_run.path, "--data", f"csv:{wine_csv}"], "holds tabular data but the model reads image"),
+        (["evaluate", digits_run.path, "--data", f"csv:{wine_csv}"], "holds tabular or text data but the model reads image"),
         (["predict", digits_run.path, tmp_path / "nothing-here"], "not found"),
         (["evaluate", tmp_path], "not a run directory"),
         (["train", write_cfg(tmp_path, "name: x\ndata:\n  source: builtin:digits\nmodel:\n  name: mlp\n", "ok.yaml"),
@@ -78,7 +78,7 @@ def test_failed_run_keeps_its_directory_and_says_failed(tmp_path):
     # lenet5 on 1-D sequences fails when the model is built, after the run directory exists
     cfg = write_cfg(tmp_path, "name: wrong\ndata:\n  source: builtin:mnist1d\nmodel:\n  name: lenet5\n")
     proc = run_cli("train", cfg, "--output", tmp_path / "runs")
-    assert proc.returncode == 2 and "needs images shaped" in proc.stderr
+    assert proc.returncode == 2 and "cannot read sequence data; models that can: mnist1d-cnn, mlp" in proc.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
 

@@ -21,7 +21,7 @@ FORMAT_VERSION = 1
 
 
 def save_artifact(folder: Path, model: torch.nn.Module, *, model_cfg, input_shape, labels, preprocessor,
-                  experiment: str) -> None:
+                  experiment: str, model_inputs: dict | None = None) -> None:
     from safetensors.torch import save_model
 
     from modelyard import __version__
@@ -36,6 +36,7 @@ def save_artifact(folder: Path, model: torch.nn.Module, *, model_cfg, input_shap
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": model_cfg.model_dump(mode="json"),
         "input_shape": list(input_shape),
+        "model_inputs": dict(model_inputs or {}),
         "labels": list(labels),
         "preprocessing": preprocessor.to_json(),
     }
@@ -125,7 +126,8 @@ def load(path: str | Path, *, device: str = "cpu") -> Predictor:
         raise RunError(f"{model_dir} was saved by a newer modelyard (format {meta['format_version']}); upgrade modelyard")
     spec = dict(meta["model"], pretrained=None, freeze_backbone=False)  # weights come from the artifact
     cfg = MODELS.get(spec["name"]).config.model_validate(spec)
-    model = create_model(cfg, input_shape=tuple(meta["input_shape"]), num_classes=len(meta["labels"]))
+    model = create_model(cfg, input_shape=tuple(meta["input_shape"]), num_classes=len(meta["labels"]),
+                         **meta.get("model_inputs", {}))
     load_model(model, str(model_dir / "model.safetensors"))
     model.to(device).eval()
     return Predictor(model_dir, model, meta, preprocessor_from_json(meta["preprocessing"]))

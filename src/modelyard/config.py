@@ -47,11 +47,20 @@ class ImageConfig(Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
 
+class TokenizerConfig(Section):
+    kind: Literal["bpe", "char"] = Field("bpe", description="Byte-level BPE or characters, trained on the training split.")
+    vocab_size: int = Field(8000, ge=32, description="BPE: vocabulary size, special tokens included.")
+    max_length: int = Field(128, ge=4, description="Tokens per text (the <cls> token included); longer texts are truncated.")
+    lowercase: bool = False
+
+
 class DataConfig(Section):
     source: str = Field(
-        ..., description="builtin:digits | builtin:mnist1d | imagefolder:PATH | csv:PATH (paths relative to the config file)."
+        ..., description="builtin:digits | builtin:mnist1d | builtin:debian-sections | imagefolder:PATH | csv:PATH "
+        "(paths relative to the config file)."
     )
     target: str | None = Field(None, description="CSV: the label column.")
+    text: str | None = Field(None, description="CSV: the text column, for text classification.")
     features: list[str] | None = Field(None, description="CSV: feature columns; default: every column but the target.")
     categorical: list[str] = Field(default_factory=list, description="CSV: columns to one-hot even if numeric-looking.")
     split_column: str | None = Field(None, description="CSV: a column of train/val/test naming each row's split.")
@@ -60,6 +69,7 @@ class DataConfig(Section):
     )
     split: SplitConfig = Field(default_factory=SplitConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
 
 

@@ -42,9 +42,9 @@ def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None 
         scheme, sep, arg = data.partition(":")
         if sep and scheme != "builtin" and arg:
             data = f"{scheme}:{Path(arg).expanduser().resolve()}"
-        kind = source_entry(data)[0].meta["kind"]
-        if kind != predictor.preprocessor.kind:
-            raise DataError(f"{data} holds {kind} data but the model reads {predictor.preprocessor.kind} data")
+        kinds = source_entry(data)[0].meta["kinds"]
+        if predictor.preprocessor.kind not in kinds:
+            raise DataError(f"{data} holds {' or '.join(kinds)} data but the model reads {predictor.preprocessor.kind} data")
         raw = read_source(data, cfg.data.model_copy(update={"source": data, "split_column": None}))
         source, split = data, "all"
     unknown = sorted({str(v) for v in raw.y} - set(predictor.labels))

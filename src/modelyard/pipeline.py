@@ -68,7 +68,8 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
     set_seed(cfg.seed)
     try:
         bundle = build_data(cfg.data, cfg.seed)
-        model = create_model(cfg.model, input_shape=bundle.input_shape, num_classes=len(bundle.labels))
+        model = create_model(cfg.model, input_shape=bundle.input_shape, num_classes=len(bundle.labels),
+                             kind=bundle.preprocessor.kind, **bundle.model_inputs)
         if resume is not None and acc.is_main_process:
             _rewind_history(run)
         loop = TrainingLoop(cfg, bundle, model, run, acc, callbacks=list(callbacks), resume=resume is not None,
@@ -126,7 +127,7 @@ def _finish(cfg: ExperimentConfig, run: RunDir, bundle, loop, state, sizes: dict
     for split, (y, prob, names) in predictions.items():
         write_predictions(run.predictions_dir / f"{split}.csv", names, y, prob, bundle.labels)
     save_artifact(run.model_dir, model, model_cfg=cfg.model, input_shape=bundle.input_shape, labels=bundle.labels,
-                  preprocessor=bundle.preprocessor, experiment=cfg.name)
+                  preprocessor=bundle.preprocessor, experiment=cfg.name, model_inputs=bundle.model_inputs)
     write_report(run, cfg, metrics, run.history(), predictions["test"], bundle.labels)
     run.set_status(status="completed", finished=utc_stamp())
     return Run(run.path, metrics)

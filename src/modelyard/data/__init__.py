@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelyard.data import digits, imagefolder, mnist1d, tabular  # noqa: F401  (registers the sources)
+from modelyard.data import digits, imagefolder, mnist1d, tabular, text  # noqa: F401  (registers the sources)
 from modelyard.data.base import DataBundle, RawData, sort_labels
 from modelyard.data.preprocess import PREPROCESSORS, preprocessor_from_json
 from modelyard.data.sources import SOURCES
@@ -68,7 +68,8 @@ def build_data(cfg, seed: int) -> DataBundle:
         train=sets["train"], val=sets["val"], test=sets["test"], labels=labels,
         input_shape=tuple(pre.input_shape), preprocessor=pre,
         test_names=[raw.names[i] for i in parts["test"]], val_names=[raw.names[i] for i in parts["val"]],
-        notes=list(raw.notes),
+        notes=list(raw.notes) + list(getattr(pre, "notes", [])),
+        model_inputs=dict(getattr(pre, "model_inputs", {})),
     )
 
 

@@ -70,3 +70,4 @@ class DataBundle:
     test_names: list[str]
     val_names: list[str]
     notes: list[str] = field(default_factory=list)
+    model_inputs: dict = field(default_factory=dict)  # facts a model needs beyond the shape (vocab_size, pad_id)

@@ -8,7 +8,7 @@ from modelyard.data.base import RawData
 from modelyard.data.sources import register_source
 
 
-@register_source("digits", builtin=True, kind="image")
+@register_source("digits", builtin=True, kinds=("image",))
 def digits(arg: str, cfg) -> RawData:
     from sklearn.datasets import load_digits
 

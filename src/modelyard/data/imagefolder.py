@@ -16,7 +16,7 @@ SPLITS = ("train", "val", "test")
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
-@register_source("imagefolder", kind="image")
+@register_source("imagefolder", kinds=("image",))
 def imagefolder(arg: str, cfg) -> RawData:
     root = Path(arg).expanduser()
     if not root.is_dir():

@@ -9,7 +9,7 @@ from modelyard.data.base import RawData
 from modelyard.data.sources import register_source
 
 
-@register_source("mnist1d", builtin=True, kind="sequence")
+@register_source("mnist1d", builtin=True, kinds=("sequence",))
 def mnist1d(arg: str, cfg) -> RawData:
     from mnist1d.data import get_dataset_args, make_dataset
 

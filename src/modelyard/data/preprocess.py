@@ -278,11 +278,29 @@ def read_csv(path: Path, **kw) -> pd.DataFrame:
         frame = pd.read_csv(path, **kw)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty; expected a header row and at least one data row") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: {non_utf8_line(path)}") from None
+    except pd.errors.ParserError as exc:
         raise DataError(f"{path}: cannot parse as CSV: {exc}") from None
     if frame.empty:
         raise DataError(f"{path} has no data rows")
     return frame
+
+
+def non_utf8_line(path: Path) -> str:
+    """Say which line of a file is not UTF-8, and how to fix it."""
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        import gzip
+
+        data = gzip.decompress(data)
+    try:
+        data.decode("utf-8")
+        return "not valid UTF-8"
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        return (f"line {line} is not valid UTF-8 (byte 0x{data[exc.start]:02x}); re-save the file as UTF-8, e.g. "
+                f"iconv -f latin1 -t utf-8")
 
 
 def _row_is_numeric(row: pd.Series) -> bool:

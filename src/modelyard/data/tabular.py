@@ -16,9 +16,13 @@ from modelyard.errors import DataError
 NUMERIC_SHARE = 0.9  # a text column whose values are this often numbers is a numeric column with typos
 
 
-@register_source("csv", kind="tabular")
+@register_source("csv", kinds=("tabular", "text"))
 def csv_table(arg: str, cfg) -> RawData:
     path = Path(arg).expanduser()
+    if cfg.text:
+        from modelyard.data.text import text_table
+
+        return text_table(path, cfg)
     frame = read_csv(path)
     if not cfg.target:
         raise DataError(f"data.target is not set; name the label column of {path} (columns: {list(frame.columns)})")

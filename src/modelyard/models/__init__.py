@@ -5,22 +5,30 @@ from __future__ import annotations
 from torch import nn
 
 from modelyard.errors import ModelError
-from modelyard.models import cnn, mlp, resnet  # noqa: F401  (registers the families explicitly)
+from modelyard.models import cnn, mlp, resnet, transformer  # noqa: F401  (registers the families explicitly)
 from modelyard.models.base import MODELS, ModelConfigBase, register_model
 from modelyard.models.weights import load_pretrained, read_state_dict
 
 __all__ = ["MODELS", "ModelConfigBase", "create_model", "register_model", "count_parameters", "read_state_dict"]
 
 
-def create_model(cfg: ModelConfigBase, *, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+def create_model(cfg: ModelConfigBase, *, input_shape: tuple[int, ...], num_classes: int, kind: str | None = None,
+                 **model_inputs) -> nn.Module:
     """Build the model named by `cfg.name`, load `cfg.pretrained` and freeze the backbone if asked.
 
+    Args:
+        kind: the data kind (image, sequence, tabular, text); checked against what the model reads.
+        model_inputs: facts beyond the shape that some models need, e.g. a text model's vocab_size and pad_id.
+
     Raises:
-        ModelError: the input shape does not suit the model, or the weights file is missing or does not fit.
+        ModelError: the data or input shape does not suit the model, or the weights file is missing or does not fit.
     """
     entry = MODELS.get(cfg.name)
+    if kind is not None and kind not in entry.meta["reads"]:
+        fits = [e.name for e in MODELS if kind in e.meta["reads"]]
+        raise ModelError(f"model {cfg.name!r} cannot read {kind} data; models that can: {', '.join(fits)}")
     try:
-        model = entry.obj(cfg, input_shape=tuple(input_shape), num_classes=num_classes)
+        model = entry.obj(cfg, input_shape=tuple(input_shape), num_classes=num_classes, **model_inputs)
     except ValueError as exc:
         raise ModelError(f"cannot build model {cfg.name!r} for inputs shaped {tuple(input_shape)}: {exc}") from exc
     head = entry.meta["head"]

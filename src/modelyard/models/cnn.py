@@ -57,7 +57,7 @@ class LeNet5(nn.Module):
         return self.head(self.fc(self.features(x)))
 
 
-@register_model("lenet5", config=LeNet5Config, head="head")
+@register_model("lenet5", config=LeNet5Config, head="head", reads=("image",))
 def lenet5(cfg: LeNet5Config, *, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     shape = _image_shape("lenet5", input_shape)
     if min(shape[1:]) < 4:
@@ -97,7 +97,7 @@ class CifarCNN(nn.Module):
         return self.head(self.fc(self.features(x)))
 
 
-@register_model("cifar-cnn", config=CifarCNNConfig, head="head")
+@register_model("cifar-cnn", config=CifarCNNConfig, head="head", reads=("image",))
 def cifar_cnn(cfg: CifarCNNConfig, *, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     shape = _image_shape("cifar-cnn", input_shape)
     need = 2 ** len(cfg.channels)
@@ -144,7 +144,7 @@ class Mnist1DCNN(nn.Module):
         return self.head(self.dropout(pooled))
 
 
-@register_model("mnist1d-cnn", config=Mnist1DCNNConfig, head="head")
+@register_model("mnist1d-cnn", config=Mnist1DCNNConfig, head="head", reads=("sequence",))
 def mnist1d_cnn(cfg: Mnist1DCNNConfig, *, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     if len(input_shape) not in (1, 2):
         raise ModelError(

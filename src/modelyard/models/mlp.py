@@ -30,6 +30,6 @@ class MLP(nn.Module):
         return self.head(self.features(x))
 
 
-@register_model("mlp", config=MLPConfig, head="head")
+@register_model("mlp", config=MLPConfig, head="head", reads=("image", "sequence", "tabular"))
 def mlp(cfg: MLPConfig, *, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return MLP(cfg, math.prod(input_shape), num_classes)

@@ -41,11 +41,11 @@ class ResNet50Config(ResNetConfig):
     name: Literal["resnet50"] = "resnet50"
 
 
-@register_model("resnet18", config=ResNet18Config, head="fc")
+@register_model("resnet18", config=ResNet18Config, head="fc", reads=("image",))
 def resnet18(cfg: ResNet18Config, *, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return _build(tv.resnet18, cfg, input_shape, num_classes)
 
 
-@register_model("resnet50", config=ResNet50Config, head="fc")
+@register_model("resnet50", config=ResNet50Config, head="fc", reads=("image",))
 def resnet50(cfg: ResNet50Config, *, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return _build(tv.resnet50, cfg, input_shape, num_classes)

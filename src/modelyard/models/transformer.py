@@ -1,0 +1,100 @@
+"""text-transformer: a Transformer encoder trained from scratch for text classification.
+
+Token and learned position embeddings, N pre-norm blocks of multi-head self-attention (through
+torch.nn.functional.scaled_dot_product_attention) and an MLP, then mean or <cls> pooling and a linear head.
+Padding (id `pad_id`) is masked out of attention and of mean pooling.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from modelyard.errors import ModelError
+from modelyard.models.base import ModelConfigBase, register_model
+
+
+class TextTransformerConfig(ModelConfigBase):
+    name: Literal["text-transformer"] = "text-transformer"
+    d_model: int = Field(128, gt=0, description="Width of the token representations.")
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(4, ge=1)
+    ff_mult: int = Field(4, ge=1, description="The MLP's hidden width is ff_mult * d_model.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    pooling: Literal["mean", "cls"] = "mean"
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        return self
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: TextTransformerConfig) -> None:
+        super().__init__()
+        self.n_heads, self.dropout = cfg.n_heads, cfg.dropout
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :],  # (B, 1, 1, T): keys to use
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TextTransformerConfig) -> None:
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
+        self.attn = SelfAttention(cfg)
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.ff_mult * cfg.d_model), nn.GELU(),
+                                 nn.Linear(cfg.ff_mult * cfg.d_model, cfg.d_model), nn.Dropout(cfg.dropout))
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), keep)
+        return x + self.mlp(self.ln2(x))
+
+
+class TextTransformer(nn.Module):
+    def __init__(self, cfg: TextTransformerConfig, *, max_length: int, vocab_size: int, pad_id: int,
+                 num_classes: int) -> None:
+        super().__init__()
+        self.pad_id, self.pooling = pad_id, cfg.pooling
+        self.tok = nn.Embedding(vocab_size, cfg.d_model)
+        self.pos = nn.Embedding(max_length, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, num_classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        B, T = ids.shape
+        keep = ids != self.pad_id  # (B, T)
+        keep[:, 0] = True  # a text that is all padding still attends to its first position, not to nothing
+        x = self.drop(self.tok(ids) + self.pos(torch.arange(T, device=ids.device)))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, keep)
+        x = self.ln(x)
+        if self.pooling == "cls":
+            pooled = x[:, 0]  # the tokeniser puts <cls> first
+        else:
+            w = keep.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+            pooled = (x * w).sum(dim=1) / w.sum(dim=1)  # (B, C)
+        return self.head(pooled)
+
+
+@register_model("text-transformer", config=TextTransformerConfig, head="head", reads=("text",))
+def text_transformer(cfg: TextTransformerConfig, *, input_shape: tuple[int, ...], num_classes: int,
+                     vocab_size: int, pad_id: int) -> nn.Module:
+    if len(input_shape) != 1:
+        raise ModelError(f"text-transformer reads token ids shaped (length,), got {input_shape}")
+    return TextTransformer(cfg, max_length=input_shape[0], vocab_size=vocab_size, pad_id=pad_id,
+                           num_classes=num_classes)
