@@ -47,6 +47,33 @@ def test_train_table_then_evaluate_and_predict_a_csv(tmp_path, wine_csv):
     assert len(out.strip().splitlines()) == 6
 
 
+def test_text_classification_end_to_end(tmp_path):
+    import numpy as np
+
+    import modelyard
+    from modelyard.data.synthetic import write_text_csv
+
+    data = write_text_csv(tmp_path / "texts.csv", per_class=20)
+    cfg = write_cfg(tmp_path, f"name: topics\ndata:\n  source: csv:{data}\n  text: description\n  target: topic\n"
+                              "  tokenizer: {kind: bpe, vocab_size: 120, max_length: 16}\n"
+                              "model:\n  name: text-transformer\n  d_model: 32\n  n_heads: 2\n  n_layers: 1\n"
+                              "train:\n  epochs: 12\n  batch_size: 8\n  lr: 0.003\nevaluate:\n  bootstrap: 10\n")
+    run_dir = run_cli("train", cfg, "--output", tmp_path / "runs", check=True).stdout.strip().splitlines()[-1]
+    saved = json.loads(open(f"{run_dir}/metrics.json").read())
+    assert saved["test"]["accuracy"] > 0.6  # three topics: chance is a third
+    (tmp_path / "new.txt").write_text("garlic and onion in the oven\n\nrouter firewall and dns\n")
+    out = run_cli("predict", run_dir, tmp_path / "new.txt", check=True).stdout.splitlines()
+    assert out[0].startswith("id,predicted") and [row.split(",")[0] for row in out[1:]] == ["1", "3"]
+    csv_out = run_cli("predict", run_dir, data, check=True).stdout.strip().splitlines()
+    assert len(csv_out) == 61
+    assert json.loads(run_cli("evaluate", run_dir, check=True).stdout)["accuracy"] == saved["test"]["accuracy"]
+    # reloaded, the model gives the probabilities it saved for the test split
+    frame = pd.read_csv(f"{run_dir}/predictions/test.csv")
+    texts = pd.read_csv(data)["description"].to_numpy()[frame["id"].to_numpy() - 2]  # id = CSV line number
+    prob = modelyard.load(run_dir).predict_proba(list(texts))
+    assert np.allclose(prob, frame[["prob_garden", "prob_kitchen", "prob_network"]].to_numpy(), atol=1e-6)
+
+
 def test_user_errors_exit_2_without_traceback(tmp_path, wine_csv, digits_run):
     cases = [
         (["train", tmp_path / "missing.yaml"], "not found"),

@@ -47,3 +47,30 @@ def write_wine_csv(path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
     return path
+
+
+TOPICS = {
+    "kitchen": "pan oven recipe knife bake stir salt garlic onion simmer".split(),
+    "garden": "seed soil water tomato prune compost rose spade weed bloom".split(),
+    "network": "router packet server socket latency firewall dns ping cable proxy".split(),
+}
+
+
+def write_text_csv(path: str | Path, *, per_class: int = 20, seed: int = 0) -> Path:
+    """A small text classification CSV (columns description, topic): short sentences built from each
+    topic's own words mixed with shared filler words, so the task is learnable but not trivial."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    filler = "the a with for and of to new my this".split()
+    rows = []
+    for topic, words in TOPICS.items():
+        for _ in range(per_class):
+            n = int(rng.integers(4, 10))
+            picks = [rng.choice(words) if rng.random() < 0.6 else rng.choice(filler) for _ in range(n)]
+            rows.append({"description": " ".join(picks).capitalize() + ".", "topic": topic})
+    frame = pd.DataFrame(rows).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
