@@ -67,6 +67,8 @@ def test_text_classification_end_to_end(tmp_path):
     csv_out = run_cli("predict", run_dir, data, check=True).stdout.strip().splitlines()
     assert len(csv_out) == 61
     assert json.loads(run_cli("evaluate", run_dir, check=True).stdout)["accuracy"] == saved["test"]["accuracy"]
+    report = open(f"{run_dir}/report.html").read()
+    assert ("Most confused classes" in report) == (saved["test"]["accuracy"] < 1.0)
     # reloaded, the model gives the probabilities it saved for the test split
     frame = pd.read_csv(f"{run_dir}/predictions/test.csv")
     texts = pd.read_csv(data)["description"].to_numpy()[frame["id"].to_numpy() - 2]  # id = CSV line number

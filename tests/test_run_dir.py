@@ -77,3 +77,13 @@ def test_load_errors(tmp_path):
     (tmp_path / "config.yaml").write_text("name: x\n")
     with pytest.raises(RunError, match="did not finish.*--resume"):
         modelyard.load(tmp_path)
+
+
+def test_confused_pairs_rank_mistakes_and_show_examples():
+    from modelyard.report.html import confused_pairs
+
+    y = np.array([0, 0, 0, 1, 1, 2])
+    prob = np.eye(3)[[1, 1, 0, 2, 1, 0]]  # 0->1 twice, 1->2 once, 2->0 once
+    pairs = confused_pairs(y, prob, ["a", "b", "c"], ["t0", "t1", "t2", "t3", "t4", "t5"], top=2)
+    assert pairs[0] == {"true": "a", "predicted": "b", "count": 2, "examples": ["t0", "t1"]}
+    assert pairs[1]["count"] == 1 and len(pairs) == 2

@@ -128,7 +128,7 @@ def _finish(cfg: ExperimentConfig, run: RunDir, bundle, loop, state, sizes: dict
         write_predictions(run.predictions_dir / f"{split}.csv", names, y, prob, bundle.labels)
     save_artifact(run.model_dir, model, model_cfg=cfg.model, input_shape=bundle.input_shape, labels=bundle.labels,
                   preprocessor=bundle.preprocessor, experiment=cfg.name, model_inputs=bundle.model_inputs)
-    write_report(run, cfg, metrics, run.history(), predictions["test"], bundle.labels)
+    write_report(run, cfg, metrics, run.history(), predictions["test"], bundle.labels, texts=bundle.test_texts)
     run.set_status(status="completed", finished=utc_stamp())
     return Run(run.path, metrics)
 

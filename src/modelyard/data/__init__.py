@@ -70,6 +70,7 @@ def build_data(cfg, seed: int) -> DataBundle:
         test_names=[raw.names[i] for i in parts["test"]], val_names=[raw.names[i] for i in parts["val"]],
         notes=list(raw.notes) + list(getattr(pre, "notes", [])),
         model_inputs=dict(getattr(pre, "model_inputs", {})),
+        test_texts=[raw.x[i] for i in parts["test"]] if raw.kind == "text" else None,
     )
 
 

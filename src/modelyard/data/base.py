@@ -71,3 +71,4 @@ class DataBundle:
     val_names: list[str]
     notes: list[str] = field(default_factory=list)
     model_inputs: dict = field(default_factory=dict)  # facts a model needs beyond the shape (vocab_size, pad_id)
+    test_texts: list[str] | None = None  # text sets only: the report shows examples of its confusions

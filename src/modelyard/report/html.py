@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import html
 
+import numpy as np
+
 from modelyard.config import config_to_yaml
 from modelyard.report import plots
 
@@ -28,7 +30,32 @@ def _fmt(v) -> str:
     return "n/a" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
 
-def write_report(run, cfg, metrics: dict, history: list[dict], test_predictions, labels: list[str]) -> None:
+def confused_pairs(y, prob, labels: list[str], texts: list[str], *, top: int = 5, examples: int = 2) -> list[dict]:
+    """The most frequent (true, predicted) mistakes, each with a few of the texts it was made on."""
+    pred = prob.argmax(axis=1)
+    wrong = y != pred
+    pairs = {}
+    for i in np.flatnonzero(wrong):
+        pairs.setdefault((int(y[i]), int(pred[i])), []).append(i)
+    ranked = sorted(pairs.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]
+    return [{"true": labels[t], "predicted": labels[p], "count": len(idx),
+             "examples": [texts[i] for i in idx[:examples]]} for (t, p), idx in ranked]
+
+
+def _confusions_html(pairs: list[dict]) -> str:
+    if not pairs:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(c['true'])}</td><td>{html.escape(c['predicted'])}</td><td>{c['count']}</td>"
+        f"<td style='text-align:left'>{'<br>'.join(html.escape(t[:240]) for t in c['examples'])}</td></tr>"
+        for c in pairs
+    )
+    return ("<h2>Most confused classes (test)</h2><table><tr><th>true</th><th>predicted</th><th>count</th>"
+            f"<th>examples</th></tr>{rows}</table>")
+
+
+def write_report(run, cfg, metrics: dict, history: list[dict], test_predictions, labels: list[str],
+                 texts: list[str] | None = None) -> None:
     y, prob, _ = test_predictions
     test = metrics["test"]
     figures = {
@@ -72,6 +99,7 @@ Test set: {test['n']} examples; validation: {metrics['val']['n']}.</p>
 the model is more often right than it claims; below: over-confident.</p>
 {_img(figures['per_class_f1'], 'per-class F1')}
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{per_class}</table>
+{_confusions_html(confused_pairs(y, prob, labels, texts)) if texts is not None else ''}
 <h2>Configuration</h2><pre>{html.escape(config_to_yaml(cfg))}</pre>
 </body></html>"""
     run.report_path.write_text(page, encoding="utf-8")
