@@ -3,6 +3,7 @@ and save to plain JSON inside the model artifact so a saved model predicts witho
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +286,14 @@ def read_csv(path: Path, **kw) -> pd.DataFrame:
     if frame.empty:
         raise DataError(f"{path} has no data rows")
     return frame
+
+
+def require_column(frame: pd.DataFrame, col: str, path: Path, role: str = "") -> None:
+    """Fail, naming the closest column, when a configured column is not in the file."""
+    if col not in frame.columns:
+        close = difflib.get_close_matches(col, [str(c) for c in frame.columns], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise DataError(f"{path}: no column {col!r}{role and ' for ' + role}.{hint} Columns: {list(frame.columns)}")
 
 
 def non_utf8_line(path: Path) -> str:

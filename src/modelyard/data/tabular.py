@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from modelyard.data.base import RawData
-from modelyard.data.preprocess import read_csv
+from modelyard.data.preprocess import read_csv, require_column
 from modelyard.data.sources import register_source
 from modelyard.errors import DataError
 
@@ -28,10 +27,7 @@ def csv_table(arg: str, cfg) -> RawData:
         raise DataError(f"data.target is not set; name the label column of {path} (columns: {list(frame.columns)})")
     wanted = [cfg.target] + list(cfg.features or []) + list(cfg.categorical) + ([cfg.split_column] if cfg.split_column else [])
     for col in wanted:
-        if col not in frame.columns:
-            close = difflib.get_close_matches(col, [str(c) for c in frame.columns], n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise DataError(f"{path}: no column {col!r}.{hint} Columns: {list(frame.columns)}")
+        require_column(frame, col, path)
     skip = {cfg.target, cfg.split_column}
     features = list(cfg.features) if cfg.features else [c for c in frame.columns if c not in skip]
     if not features:

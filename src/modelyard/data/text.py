@@ -6,7 +6,6 @@ characters) and saved inside the model artifact, so a saved model reads raw text
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 
 from modelyard.data.base import RawData
 from modelyard.data.datasets import ArrayDataset
-from modelyard.data.preprocess import PREPROCESSORS, non_utf8_line, read_csv
+from modelyard.data.preprocess import PREPROCESSORS, non_utf8_line, read_csv, require_column
 from modelyard.data.sources import register_source
 from modelyard.errors import DataError
 
@@ -40,10 +39,7 @@ def text_table(path: Path, cfg) -> RawData:
     for role, col in (("data.text", cfg.text), ("data.target", cfg.target)):
         if not col:
             raise DataError(f"{role} is not set; name a column of {path} (columns: {list(frame.columns)})")
-        if col not in frame.columns:
-            close = difflib.get_close_matches(col, [str(c) for c in frame.columns], n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise DataError(f"{path}: no column {col!r} for {role}.{hint} Columns: {list(frame.columns)}")
+        require_column(frame, col, path, role)
     lines = np.arange(len(frame)) + 2  # the header is line 1
     texts = frame[cfg.text].fillna("").astype(str).str.strip()
     labels = frame[cfg.target]
