@@ -7,6 +7,7 @@ from modelyard.models import MODELS, count_parameters, create_model
 
 # The smallest input each family accepts, channels first.
 SHAPES = {
+    "logreg": (1, 8, 8),
     "mlp": (1, 8, 8),
     "lenet5": (1, 8, 8),
     "cifar-cnn": (3, 32, 32),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from modelyard.errors import ModelError
-from modelyard.models import cnn, mlp, resnet, transformer  # noqa: F401  (registers the families explicitly)
+from modelyard.models import baselines, cnn, mlp, resnet, transformer  # noqa: F401  (registers the families explicitly)
 from modelyard.models.base import MODELS, ModelConfigBase, register_model
 from modelyard.models.weights import load_pretrained, read_state_dict
 
