@@ -68,6 +68,18 @@ def test_text_errors(tmp_path):
         build_data(data_cfg(source=f"csv:{tmp_path / 'latin1.csv'}", text="description", target="topic"), seed=0)
 
 
+def test_text_split_column_is_checked(tmp_path):
+    frame = pd.read_csv(write_text_csv(tmp_path / "t.csv"))
+    with pytest.raises(DataError, match="no column 'part' for data.split_column"):
+        build_data(data_cfg(source=f"csv:{tmp_path / 't.csv'}", text="description", target="topic",
+                            split_column="part"), seed=0)
+    frame["part"] = "training"
+    frame.to_csv(tmp_path / "s.csv", index=False)
+    with pytest.raises(DataError, match=r"holds \['training'\]; use only train, val and test"):
+        build_data(data_cfg(source=f"csv:{tmp_path / 's.csv'}", text="description", target="topic",
+                            split_column="part"), seed=0)
+
+
 def test_long_texts_are_truncated_and_counted(tmp_path):
     path = write_text_csv(tmp_path / "t.csv")
     bundle = build_data(data_cfg(source=f"csv:{path}", text="description", target="topic",

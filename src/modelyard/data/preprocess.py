@@ -296,6 +296,16 @@ def require_column(frame: pd.DataFrame, col: str, path: Path, role: str = "") ->
         raise DataError(f"{path}: no column {col!r}{role and ' for ' + role}.{hint} Columns: {list(frame.columns)}")
 
 
+def split_column_values(frame: pd.DataFrame, col: str, path: Path) -> np.ndarray:
+    """Each row's split from a train/val/test column, checked."""
+    require_column(frame, col, path, "data.split_column")
+    split = frame[col].astype(str).str.strip().str.lower().to_numpy()
+    unknown = sorted(set(split) - {"train", "val", "test"})
+    if unknown:
+        raise DataError(f"{path}: column {col!r} holds {unknown}; use only train, val and test")
+    return split
+
+
 def non_utf8_line(path: Path) -> str:
     """Say which line of a file is not UTF-8, and how to fix it."""
     data = path.read_bytes()

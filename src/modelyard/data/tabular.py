@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from modelyard.data.base import RawData
-from modelyard.data.preprocess import read_csv, require_column
+from modelyard.data.preprocess import read_csv, require_column, split_column_values
 from modelyard.data.sources import register_source
 from modelyard.errors import DataError
 
@@ -25,7 +25,7 @@ def csv_table(arg: str, cfg) -> RawData:
     frame = read_csv(path)
     if not cfg.target:
         raise DataError(f"data.target is not set; name the label column of {path} (columns: {list(frame.columns)})")
-    wanted = [cfg.target] + list(cfg.features or []) + list(cfg.categorical) + ([cfg.split_column] if cfg.split_column else [])
+    wanted = [cfg.target] + list(cfg.features or []) + list(cfg.categorical)
     for col in wanted:
         require_column(frame, col, path)
     skip = {cfg.target, cfg.split_column}
@@ -75,10 +75,7 @@ def csv_table(arg: str, cfg) -> RawData:
 
     split = None
     if cfg.split_column:
-        split = frame[cfg.split_column].astype(str).str.strip().str.lower().to_numpy()
-        unknown = sorted(set(split) - {"train", "val", "test"})
-        if unknown:
-            raise DataError(f"{path}: column {cfg.split_column!r} holds {unknown}; use only train, val and test")
+        split = split_column_values(frame, cfg.split_column, path)
     return RawData(
         x=frame[features].reset_index(drop=True),
         y=frame[cfg.target].astype(str).to_numpy(),

@@ -14,7 +14,7 @@ import torch
 
 from modelyard.data.base import RawData
 from modelyard.data.datasets import ArrayDataset
-from modelyard.data.preprocess import PREPROCESSORS, non_utf8_line, read_csv, require_column
+from modelyard.data.preprocess import PREPROCESSORS, non_utf8_line, read_csv, require_column, split_column_values
 from modelyard.data.sources import register_source
 from modelyard.errors import DataError
 
@@ -54,7 +54,7 @@ def text_table(path: Path, cfg) -> RawData:
     keep = ~bad
     split = None
     if cfg.split_column:
-        split = frame[cfg.split_column].astype(str).str.strip().str.lower().to_numpy()[keep]
+        split = split_column_values(frame, cfg.split_column, path)[keep]
     return RawData(x=texts[keep].tolist(), y=labels[keep].astype(str).to_numpy(), kind="text", split=split,
                    names=[str(n) for n in lines[keep]], notes=notes)
 
