@@ -93,20 +93,21 @@ class Predictor:
 
     def predict(self, inputs, *, batch_size: int = 512) -> np.ndarray:
         """The predicted label (a name from `labels`) of each input."""
-        prob = self.predict_proba(inputs, batch_size=batch_size)
-        return np.asarray(self.labels, dtype=object)[prob.argmax(axis=1)]
+        from modelyard.inference import predicted_labels
+
+        return predicted_labels(self.predict_proba(inputs, batch_size=batch_size), self.labels)
 
     def predict_frame(self, inputs, ids: list[str] | None = None) -> pd.DataFrame:
         """One row per input: id, predicted label, confidence, and every class probability."""
         if isinstance(inputs, (str, Path)):
             inputs, ids = self.read(inputs)
+        from modelyard.inference import add_probability_columns, predicted_labels
+
         prob = self.predict_proba(inputs)
         frame = pd.DataFrame({"id": ids if ids is not None else np.arange(1, len(prob) + 1)})
-        frame["predicted"] = np.asarray(self.labels, dtype=object)[prob.argmax(axis=1)]
+        frame["predicted"] = predicted_labels(prob, self.labels)
         frame["confidence"] = prob.max(axis=1)
-        for i, lab in enumerate(self.labels):
-            frame[f"prob_{lab}"] = prob[:, i]
-        return frame
+        return add_probability_columns(frame, prob, self.labels)
 
 
 def load(path: str | Path, *, device: str = "cpu") -> Predictor:

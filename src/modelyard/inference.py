@@ -32,3 +32,15 @@ def predict_tensor(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int =
     model.eval()
     out = [model(x[i:i + batch_size].to(device)).double().softmax(dim=1).cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(out).double().numpy() if out else np.zeros((0, 0))
+
+
+def predicted_labels(prob: np.ndarray, labels: list[str]) -> np.ndarray:
+    """The label name of each row's most probable class."""
+    return np.asarray(labels, dtype=object)[prob.argmax(axis=1)]
+
+
+def add_probability_columns(frame, prob: np.ndarray, labels: list[str]):
+    """Append one `prob_<label>` column per class, in `labels` order; returns the frame."""
+    for i, lab in enumerate(labels):
+        frame[f"prob_{lab}"] = prob[:, i]
+    return frame

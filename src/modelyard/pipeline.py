@@ -134,8 +134,8 @@ def _finish(cfg: ExperimentConfig, run: RunDir, bundle, loop, state, sizes: dict
 
 
 def write_predictions(path: Path, ids, y: np.ndarray, prob: np.ndarray, labels: list[str]) -> None:
-    names = np.asarray(labels, dtype=object)
-    frame = pd.DataFrame({"id": ids, "true": names[y], "predicted": names[prob.argmax(axis=1)]})
-    for i, lab in enumerate(labels):
-        frame[f"prob_{lab}"] = prob[:, i]
-    frame.to_csv(path, index=False)
+    from modelyard.inference import add_probability_columns, predicted_labels
+
+    frame = pd.DataFrame({"id": ids, "true": np.asarray(labels, dtype=object)[y],
+                          "predicted": predicted_labels(prob, labels)})
+    add_probability_columns(frame, prob, labels).to_csv(path, index=False)
