@@ -70,10 +70,10 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
         bundle = build_data(cfg.data, cfg.seed)
         model = create_model(cfg.model, input_shape=bundle.input_shape, num_classes=len(bundle.labels),
                              kind=bundle.preprocessor.kind, **bundle.model_inputs)
-        if resume is not None and acc.is_main_process:
-            _rewind_history(run)
         loop = TrainingLoop(cfg, bundle, model, run, acc, callbacks=list(callbacks), resume=resume is not None,
                             quiet=quiet)
+        if resume is not None and acc.is_main_process:
+            run.truncate_history(loop.state.epoch)  # epochs past the checkpoint are redone; don't list them twice
         for note in bundle.notes:
             loop.progress.note(note)
         state = loop.fit()
@@ -84,15 +84,6 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
         if acc.is_main_process:
             run.set_status(status="failed", error=f"{type(exc).__name__}: {exc}", failed=utc_stamp())
         raise
-
-
-def _rewind_history(run: RunDir) -> None:
-    import json
-
-    from modelyard.training.checkpoint import checkpoint_folder
-
-    state = json.loads((checkpoint_folder(run.checkpoints / "last") / "state.json").read_text())
-    run.truncate_history(state["epoch"])
 
 
 def _finish(cfg: ExperimentConfig, run: RunDir, bundle, loop, state, sizes: dict) -> Run:
