@@ -195,10 +195,16 @@ def config_to_yaml(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
-def _resolve_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
-    scheme, sep, rest = cfg.data.source.partition(":")
+def resolve_source(source: str, base: Path) -> str:
+    """A `scheme:PATH` data source with a relative PATH made absolute against `base`; builtin sources as they are."""
+    scheme, sep, rest = source.partition(":")
     if sep and scheme != "builtin" and rest and not Path(rest).expanduser().is_absolute():
-        cfg.data.source = f"{scheme}:{(base / rest).resolve()}"
+        return f"{scheme}:{(base / rest).resolve()}"
+    return source
+
+
+def _resolve_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
+    cfg.data.source = resolve_source(cfg.data.source, base)
     if cfg.model.pretrained and not cfg.model.pretrained.startswith("builtin:"):
         p = Path(cfg.model.pretrained).expanduser()
         if not p.is_absolute():

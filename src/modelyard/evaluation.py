@@ -26,7 +26,7 @@ def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None 
         DataError: the data holds labels the model never learnt, or cannot be read.
     """
     from modelyard.artifact import load
-    from modelyard.config import load_config
+    from modelyard.config import load_config, resolve_source
     from modelyard.data import read_source, source_entry, split_indices
     from modelyard.inference import predict_dataset
     from modelyard.metrics import bootstrap_ci, classification_report
@@ -39,9 +39,7 @@ def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None 
         raw = read_source(cfg.data.source, cfg.data)
         raw, source, split = raw.take(split_indices(raw, cfg.data, cfg.seed)["test"]), cfg.data.source, "test"
     else:
-        scheme, sep, arg = data.partition(":")
-        if sep and scheme != "builtin" and arg:
-            data = f"{scheme}:{Path(arg).expanduser().resolve()}"
+        data = resolve_source(data, Path.cwd())
         kinds = source_entry(data)[0].meta["kinds"]
         if predictor.preprocessor.kind not in kinds:
             raise DataError(f"{data} holds {' or '.join(kinds)} data but the model reads {predictor.preprocessor.kind} data")
