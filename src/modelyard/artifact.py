@@ -20,19 +20,33 @@ from modelyard.errors import DataError, RunError
 FORMAT_VERSION = 1
 
 
-def save_artifact(folder: Path, model: torch.nn.Module, *, model_cfg, input_shape, labels, preprocessor,
-                  experiment: str, model_inputs: dict | None = None) -> None:
+def save_artifact(folder: Path, model, *, model_cfg, input_shape, labels, preprocessor,
+                  experiment: str, model_inputs: dict | None = None, task: str = "classification") -> None:
+    """Write the model's weights and modelyard.json into `folder`.
+
+    Weights: `model.safetensors` for torch models and estimators; a Hugging Face model is written with
+    `save_pretrained` to `hf/` instead, so that transformers loads it on its own.
+    """
     from safetensors.torch import save_model
 
     from modelyard import __version__
 
     folder.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(folder / "model.safetensors"))
+    if hasattr(model, "save_pretrained"):
+        model.save_pretrained(folder / "hf", labels)
+        weights = "hf/model.safetensors"
+    elif getattr(model, "estimator", False):
+        model.save(folder)
+        weights = "model.safetensors"
+    else:
+        save_model(model, str(folder / "model.safetensors"))
+        weights = "model.safetensors"
     meta = {
         "format_version": FORMAT_VERSION,
         "modelyard_version": __version__,
         "experiment": experiment,
-        "task": "classification",
+        "task": task,
+        "weights": weights,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": model_cfg.model_dump(mode="json"),
         "input_shape": list(input_shape),
@@ -63,10 +77,11 @@ class Predictor:
         >>> model.predict_proba(frame)            # (N, C) probabilities, columns in `model.labels` order
     """
 
-    def __init__(self, model_dir: Path, model: torch.nn.Module, meta: dict, preprocessor: Any) -> None:
+    def __init__(self, model_dir: Path, model, meta: dict, preprocessor: Any) -> None:
         self.model_dir, self.model, self.meta, self.preprocessor = model_dir, model, meta, preprocessor
         self.labels: list[str] = meta["labels"]
-        self.device = next(model.parameters()).device
+        self.estimator = getattr(model, "estimator", False)  # scikit-learn based: reads raw texts, no tensors
+        self.device = torch.device("cpu") if self.estimator else next(model.parameters()).device
 
     @property
     def name(self) -> str:
@@ -89,7 +104,18 @@ class Predictor:
         from modelyard.inference import predict_tensor
 
         x = self.transform(inputs)
+        if self.estimator:
+            return self.model.predict_proba(x)
         return predict_tensor(self.model, x, batch_size=batch_size, device=self.device)
+
+    def predict_raw(self, raw) -> np.ndarray:
+        """Probabilities (N, C) for a source's raw examples (`data.RawData`), as evaluation reads them."""
+        from modelyard.inference import predict_dataset
+
+        if self.estimator:
+            return self.model.predict_proba(raw.x)
+        dataset = self.preprocessor.dataset(raw, np.zeros(len(raw), dtype=np.int64), train=False)
+        return predict_dataset(self.model, dataset, device=self.device)[1]
 
     def predict(self, inputs, *, batch_size: int = 512) -> np.ndarray:
         """The predicted label (a name from `labels`) of each input."""
@@ -110,8 +136,10 @@ class Predictor:
         return add_probability_columns(frame, prob, self.labels)
 
 
-def load(path: str | Path, *, device: str = "cpu") -> Predictor:
+def load(path: str | Path, *, device: str = "cpu"):
     """Load a saved model from a run directory or its `model/` folder.
+
+    Returns a `Predictor` for classifiers, a `generation.LanguageModel` for language models.
 
     Raises:
         RunError: the path holds no finished model.
@@ -125,10 +153,27 @@ def load(path: str | Path, *, device: str = "cpu") -> Predictor:
     meta = json.loads((model_dir / "modelyard.json").read_text())
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise RunError(f"{model_dir} was saved by a newer modelyard (format {meta['format_version']}); upgrade modelyard")
-    spec = dict(meta["model"], pretrained=None, freeze_backbone=False)  # weights come from the artifact
-    cfg = MODELS.get(spec["name"]).config.model_validate(spec)
+    weights = meta.get("weights", "model.safetensors")
+    spec = dict(meta["model"])
+    if weights.startswith("hf/"):  # save_pretrained wrote the fine-tuned model, adapters merged in
+        spec.update(pretrained=str(model_dir / "hf"), finetune="full")
+    elif "pretrained" in spec:
+        spec.update(pretrained=None, freeze_backbone=False)  # weights come from the artifact
+    entry = MODELS.get(spec["name"])
+    cfg = entry.config.model_validate(spec)
+    if not (model_dir / weights).is_file():
+        raise RunError(f"{model_dir / weights} is missing: the model folder is incomplete; retrain or restore it")
     model = create_model(cfg, input_shape=tuple(meta["input_shape"]), num_classes=len(meta["labels"]),
                          **meta.get("model_inputs", {}))
-    load_model(model, str(model_dir / "model.safetensors"))
+    preprocessor = preprocessor_from_json(meta["preprocessing"])
+    if getattr(model, "estimator", False):
+        model.load_weights(model_dir)
+        return Predictor(model_dir, model, meta, preprocessor)
+    if not weights.startswith("hf/"):
+        load_model(model, str(model_dir / weights))
     model.to(device).eval()
-    return Predictor(model_dir, model, meta, preprocessor_from_json(meta["preprocessing"]))
+    if meta.get("task") == "lm":
+        from modelyard.generation import LanguageModel
+
+        return LanguageModel(model_dir, model, meta, preprocessor)
+    return Predictor(model_dir, model, meta, preprocessor)

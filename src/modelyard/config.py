@@ -56,8 +56,8 @@ class TokenizerConfig(Section):
 
 class DataConfig(Section):
     source: str = Field(
-        ..., description="builtin:digits | builtin:mnist1d | builtin:debian-sections | imagefolder:PATH | csv:PATH "
-        "(paths relative to the config file)."
+        ..., description="builtin:digits | builtin:mnist1d | builtin:debian-sections | builtin:debian-descriptions "
+        "| imagefolder:PATH | csv:PATH | text:PATH (paths relative to the config file)."
     )
     target: str | None = Field(None, description="CSV: the label column.")
     text: str | None = Field(None, description="CSV: the text column, for text classification.")
@@ -70,6 +70,7 @@ class DataConfig(Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    block_size: int = Field(128, ge=2, description="Language modelling (text:PATH): tokens per training example.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
 
 
@@ -110,7 +111,7 @@ class TrainConfig(Section):
         return value
 
 
-MONITORS = ["val_loss", "val_accuracy", "val_f1_macro", "train_loss"]
+MONITORS = ["val_loss", "val_accuracy", "val_f1_macro", "val_perplexity", "train_loss"]
 
 
 class EvaluateConfig(Section):
@@ -207,9 +208,14 @@ def _resolve_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
     cfg.data.source = resolve_source(cfg.data.source, base)
     if cfg.model.pretrained and not cfg.model.pretrained.startswith("builtin:"):
         p = Path(cfg.model.pretrained).expanduser()
-        if not p.is_absolute():
+        # A relative path that does not exist beside the config may be a Hugging Face model id (org/name).
+        if not p.is_absolute() and ((base / p).exists() or not _looks_like_model_id(cfg.model.pretrained)):
             cfg.model.pretrained = str((base / p).resolve())
     return cfg
+
+
+def _looks_like_model_id(value: str) -> bool:
+    return value.count("/") == 1 and not value.startswith((".", "~")) and Path(value).suffix == ""
 
 
 def _deepcopy(d: Any) -> Any:

@@ -27,17 +27,18 @@ def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None 
     """
     from modelyard.artifact import load
     from modelyard.config import load_config, resolve_source
-    from modelyard.data import read_source, source_entry, split_indices
-    from modelyard.inference import predict_dataset
+    from modelyard.data import read_source, read_splits, source_entry
     from modelyard.metrics import bootstrap_ci, classification_report
     from modelyard.runs import RunDir
 
     rd = RunDir.open(run)
     cfg = load_config(yaml.safe_load(rd.config_path.read_text()))
     predictor = load(rd.path)
+    lm = predictor.meta.get("task") == "lm"
     if data is None:
-        raw = read_source(cfg.data.source, cfg.data)
-        raw, source, split = raw.take(split_indices(raw, cfg.data, cfg.seed)["test"]), cfg.data.source, "test"
+        raw, parts, _ = read_splits(cfg.data, cfg.seed)
+        split = "val" if lm else "test"  # a corpus has no test split
+        raw, source = raw.take(parts[split]), cfg.data.source
     else:
         data = resolve_source(data, Path.cwd())
         kinds = source_entry(data)[0].meta["kinds"]
@@ -45,13 +46,16 @@ def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None 
             raise DataError(f"{data} holds {' or '.join(kinds)} data but the model reads {predictor.preprocessor.kind} data")
         raw = read_source(data, cfg.data.model_copy(update={"source": data, "split_column": None}))
         source, split = data, "all"
+    if lm:
+        ppl = predictor.perplexity(raw.x)
+        return {"perplexity": ppl, "loss": float(np.log(ppl)), "documents": len(raw), "source": source,
+                "split": split, "run": str(rd.path)}
     unknown = sorted({str(v) for v in raw.y} - set(predictor.labels))
     if unknown:
         raise DataError(f"{source} holds label(s) {unknown} the model never learnt (it knows {predictor.labels})")
     index = {lab: i for i, lab in enumerate(predictor.labels)}
-    targets = np.array([index[v] for v in raw.y])
-    dataset = predictor.preprocessor.dataset(raw, targets, train=False)
-    y, prob, _ = predict_dataset(predictor.model, dataset, device=predictor.device)
+    y = np.array([index[v] for v in raw.y])
+    prob = predictor.predict_raw(raw)
     report = classification_report(y, prob, predictor.labels, ece_bins=cfg.evaluate.ece_bins)
     resamples = cfg.evaluate.bootstrap if bootstrap is None else bootstrap
     report["headline"] = bootstrap_ci(cfg.evaluate.metric, y, prob, resamples=resamples, seed=cfg.seed)

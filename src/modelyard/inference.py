@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 
@@ -23,6 +24,24 @@ def predict_dataset(model: torch.nn.Module, dataset: Dataset, *, batch_size: int
         ys.append(y.cpu())
     model.train(was_training)
     return torch.cat(ys).numpy(), torch.cat(probs).double().numpy(), loss_sum / max(1, len(dataset))
+
+
+@torch.no_grad()
+def lm_eval(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 64,
+            device: torch.device | str = "cpu") -> tuple[float, float, int]:
+    """A language model's mean next-token cross-entropy, token accuracy and token count over a dataset of blocks."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, tokens = 0.0, 0, 0
+    for start in range(0, len(dataset), batch_size):
+        x, y = dataset[list(range(start, min(start + batch_size, len(dataset))))]
+        x, y = x.to(device), y.to(device)
+        logits = model(x).float()  # (B, T, vocab)
+        loss_sum += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+        correct += int((logits.argmax(dim=-1) == y).sum())
+        tokens += y.numel()
+    model.train(was_training)
+    return loss_sum / max(1, tokens), correct / max(1, tokens), tokens
 
 
 @torch.no_grad()

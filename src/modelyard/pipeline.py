@@ -46,7 +46,7 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
     from accelerate.utils import broadcast_object_list, set_seed
 
     from modelyard.data import build_data
-    from modelyard.models import count_parameters, create_model
+    from modelyard.models import MODELS, count_parameters, create_model, model_tokenizer
     from modelyard.training.loop import TrainingLoop, make_accelerator
 
     if resume is not None:
@@ -67,7 +67,9 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
                        device=str(acc.device), precision=acc.mixed_precision)
     set_seed(cfg.seed)
     try:
-        bundle = build_data(cfg.data, cfg.seed)
+        if MODELS.get(cfg.model.name).meta.get("estimator"):
+            return _fit_estimator(cfg, run, acc)
+        bundle = build_data(cfg.data, cfg.seed, pretrained=model_tokenizer(cfg.model))
         model = create_model(cfg.model, input_shape=bundle.input_shape, num_classes=len(bundle.labels),
                              kind=bundle.preprocessor.kind, **bundle.model_inputs)
         loop = TrainingLoop(cfg, bundle, model, run, acc, callbacks=list(callbacks), resume=resume is not None,
@@ -79,6 +81,8 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
         state = loop.fit()
         if not acc.is_main_process:
             return Run(run.path, {})
+        if bundle.task == "lm":
+            return _finish_lm(cfg, run, bundle, loop, state, count_parameters(loop.module))
         return _finish(cfg, run, bundle, loop, state, count_parameters(loop.module))
     except BaseException as exc:
         if acc.is_main_process:
@@ -89,30 +93,65 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
 def _finish(cfg: ExperimentConfig, run: RunDir, bundle, loop, state, sizes: dict) -> Run:
     from safetensors.torch import load_model
 
-    from modelyard.artifact import save_artifact
     from modelyard.inference import predict_dataset
-    from modelyard.metrics import bootstrap_ci, classification_report
-    from modelyard.report.html import write_report
 
     model = loop.module
     best = run.checkpoints / "best" / "model.safetensors"
     if best.is_file():
         load_model(model, str(best))
     device = loop.acc.device
-    metrics: dict = {}
     predictions = {}
     for split, dataset, names in (("val", bundle.val, bundle.val_names), ("test", bundle.test, bundle.test_names)):
         y, prob, _ = predict_dataset(model, dataset, device=device)
-        metrics[split] = classification_report(y, prob, bundle.labels, ece_bins=cfg.evaluate.ece_bins)
         predictions[split] = (y, prob, names)
+    facts = dict(train_time_s=state.train_time_s, epochs=state.epoch, steps=state.step, best_epoch=state.best_epoch,
+                 monitor=cfg.train.monitor, best_value=state.best_value, stopped_early=state.stopped_early,
+                 processes=loop.world, **sizes)
+    return _score_and_save(cfg, run, bundle, model, predictions, facts)
+
+
+def _fit_estimator(cfg: ExperimentConfig, run: RunDir, acc) -> Run:
+    """Fit a scikit-learn based model (tfidf-linear) in one call and write the same run directory."""
+    import time
+
+    from modelyard.data import read_splits
+    from modelyard.data.base import DataBundle
+    from modelyard.data.text import TextPreprocessor
+    from modelyard.models import count_parameters, create_model
+
+    raw, parts, labels = read_splits(cfg.data, cfg.seed)
+    model = create_model(cfg.model, input_shape=(), num_classes=len(labels), kind=raw.kind)
+    if not acc.is_main_process:
+        return Run(run.path, {})
+    index = {lab: i for i, lab in enumerate(labels)}
+    texts = {name: [raw.x[i] for i in idx] for name, idx in parts.items()}
+    y = {name: np.array([index[v] for v in raw.y[idx]]) for name, idx in parts.items()}
+    t0 = time.perf_counter()
+    model.fit(texts["train"], y["train"], texts["val"], y["val"])
+    seconds = time.perf_counter() - t0
+    bundle = DataBundle(train=None, val=None, test=None, labels=labels, input_shape=(),
+                        preprocessor=TextPreprocessor(tokenizer=None, max_length=0, text_column=cfg.data.text),
+                        test_names=[raw.names[i] for i in parts["test"]],
+                        val_names=[raw.names[i] for i in parts["val"]], texts=texts)
+    predictions = {split: (y[split], model.predict_proba(texts[split]), names)
+                   for split, names in (("val", bundle.val_names), ("test", bundle.test_names))}
+    facts = dict(train_time_s=seconds, epochs=1, steps=0, best_epoch=1, monitor=None, best_value=None,
+                 stopped_early=False, processes=1, temperature=model.temperature, **count_parameters(model))
+    return _score_and_save(cfg, run, bundle, model, predictions, facts)
+
+
+def _score_and_save(cfg: ExperimentConfig, run: RunDir, bundle, model, predictions: dict, facts: dict) -> Run:
+    """Metrics, predictions/*.csv, the model artifact and the report, from val and test probabilities."""
+    from modelyard.artifact import save_artifact
+    from modelyard.metrics import bootstrap_ci, classification_report
+    from modelyard.report.html import write_report
+
+    metrics: dict = {split: classification_report(y, prob, bundle.labels, ece_bins=cfg.evaluate.ece_bins)
+                     for split, (y, prob, _) in predictions.items()}
     y, prob, _ = predictions["test"]
     metrics["test"]["headline"] = bootstrap_ci(cfg.evaluate.metric, y, prob, resamples=cfg.evaluate.bootstrap,
                                                seed=cfg.seed)
-    metrics.update(
-        train_time_s=state.train_time_s, epochs=state.epoch, steps=state.step, best_epoch=state.best_epoch,
-        monitor=cfg.train.monitor, best_value=state.best_value, stopped_early=state.stopped_early,
-        processes=loop.world, **sizes,
-    )
+    metrics.update(facts)
     run.write_json(run.metrics_path, metrics)
     run.predictions_dir.mkdir(exist_ok=True)
     for split, (y, prob, names) in predictions.items():
@@ -120,6 +159,44 @@ def _finish(cfg: ExperimentConfig, run: RunDir, bundle, loop, state, sizes: dict
     save_artifact(run.model_dir, model, model_cfg=cfg.model, input_shape=bundle.input_shape, labels=bundle.labels,
                   preprocessor=bundle.preprocessor, experiment=cfg.name, model_inputs=bundle.model_inputs)
     write_report(run, cfg, metrics, run.history(), predictions["test"], bundle.labels, texts=bundle.test_texts)
+    run.set_status(status="completed", finished=utc_stamp())
+    return Run(run.path, metrics)
+
+
+def _finish_lm(cfg: ExperimentConfig, run: RunDir, bundle, loop, state, sizes: dict) -> Run:
+    """A language model: validation loss and perplexity beside the unigram baseline's, a few samples."""
+    import math
+
+    from safetensors.torch import load_model
+
+    from modelyard.artifact import save_artifact
+    from modelyard.generation import LanguageModel
+    from modelyard.inference import lm_eval
+    from modelyard.report.lm import write_lm_report
+
+    model = loop.module
+    best = run.checkpoints / "best" / "model.safetensors"
+    if best.is_file():
+        load_model(model, str(best))
+    pre = bundle.preprocessor
+    loss, accuracy, tokens = lm_eval(model, bundle.val, device=loop.acc.device)
+    log_p = pre.unigram_log_probs(bundle.texts["train"])
+    unigram_loss = float(-log_p[bundle.val.y.flatten().numpy()].mean())
+    lm = LanguageModel(run.model_dir, model, {"experiment": cfg.name}, pre)
+    prompts = [" ".join(doc.split()[:3]) for doc in bundle.texts["val"][:3]]
+    samples = [{"prompt": p, "completion": lm.complete(p, max_new_tokens=40, temperature=0.8, top_k=50, seed=cfg.seed)}
+               for p in prompts]
+    metrics = {
+        "val": {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "token_accuracy": accuracy, "tokens": tokens,
+                "unigram_loss": unigram_loss, "unigram_perplexity": math.exp(unigram_loss)},
+        "samples": samples, "train_time_s": state.train_time_s, "epochs": state.epoch, "steps": state.step,
+        "best_epoch": state.best_epoch, "monitor": cfg.train.monitor, "best_value": state.best_value,
+        "stopped_early": state.stopped_early, "processes": loop.world, **sizes,
+    }
+    run.write_json(run.metrics_path, metrics)
+    save_artifact(run.model_dir, model, model_cfg=cfg.model, input_shape=bundle.input_shape, labels=[],
+                  preprocessor=pre, experiment=cfg.name, model_inputs=bundle.model_inputs, task="lm")
+    write_lm_report(run, cfg, metrics, run.history())
     run.set_status(status="completed", finished=utc_stamp())
     return Run(run.path, metrics)
 

@@ -8,7 +8,7 @@ import click
 
 from modelyard.cli.config_cmd import config
 from modelyard.cli.reference_cmd import reference_demo
-from modelyard.cli.run_cmds import evaluate, predict, train
+from modelyard.cli.run_cmds import evaluate, generate, predict, train
 from modelyard.errors import ModelyardError
 
 
@@ -21,6 +21,7 @@ def cli() -> None:
 cli.add_command(train)
 cli.add_command(evaluate)
 cli.add_command(predict)
+cli.add_command(generate)
 cli.add_command(config)
 cli.add_command(reference_demo)
 

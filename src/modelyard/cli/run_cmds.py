@@ -25,10 +25,14 @@ def train(config_file: str | None, overrides: tuple[str, ...], output: str, resu
     if config_file and resume:
         raise ConfigError("give either CONFIG or --resume RUN, not both: a resumed run keeps its saved config")
     run = run_training(config_file, output=output, overrides=overrides, resume=resume)
-    if run.metrics:  # only the main process reports
+    if run.metrics and "test" in run.metrics:  # only the main process reports
         h = run.metrics["test"]["headline"]
         ci = f" (95% CI {h['low']:.4f}-{h['high']:.4f})" if h["low"] is not None else ""
         click.echo(f"test {h['metric']}: {h['value']:.4f}{ci}")
+    elif run.metrics:  # a language model
+        v = run.metrics["val"]
+        click.echo(f"val perplexity: {v['perplexity']:.2f} (unigram baseline: {v['unigram_perplexity']:.2f})")
+    if run.metrics:
         click.echo(f"report: {run.report_path}")
         click.echo(str(run.path))
 
@@ -59,13 +63,41 @@ def evaluate(run: str, source: str | None, output: str | None) -> None:
 @click.argument("inputs", type=click.Path(), metavar="INPUT")
 @click.option("--output", type=click.Path(dir_okay=False), help="CSV to write (default: print to stdout).")
 def predict(run: str, inputs: str, output: str | None) -> None:
-    """Predict INPUT (a folder of images, an image, or a CSV) with the saved model of RUN."""
+    """Predict INPUT (a folder of images, an image, a CSV, or a .txt file of one text per line) with RUN's model."""
     from modelyard.artifact import load
 
-    frame = load(run).predict_frame(inputs)
+    model = load(run)
+    if not hasattr(model, "predict_frame"):
+        raise ConfigError(f"{run} holds a language model, which predicts no labels; use `modelyard generate {run} "
+                          "--prompt TEXT`")
+    frame = model.predict_frame(inputs)
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(output, index=False)
         click.echo(f"{len(frame)} predictions written to {output}", err=True)
     else:
         click.echo(frame.to_csv(index=False), nl=False)
+
+
+@click.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--prompt", required=True, help="Text to continue.")
+@click.option("--max-new-tokens", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(min=0),
+              help="0: always the most likely token; higher: more varied.")
+@click.option("--top-k", default=50, show_default=True, type=click.IntRange(min=0),
+              help="Sample from the k most likely tokens only (0: all).")
+@click.option("--seed", type=int, help="Seed for sampling; the same seed gives the same text.")
+def generate(run: str, prompt: str, max_new_tokens: int, temperature: float, top_k: int, seed: int | None) -> None:
+    """Continue PROMPT with the language model of RUN, printing tokens as they are sampled."""
+    from modelyard.artifact import load
+
+    model = load(run)
+    if not hasattr(model, "generate"):
+        raise ConfigError(f"{run} holds a classifier, which does not generate text; use `modelyard predict {run} "
+                          "INPUT`, or train a gpt or causal hf model on a text:PATH corpus")
+    click.echo(prompt, nl=False)
+    for piece in model.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+                                top_k=top_k or None, seed=seed):
+        click.echo(piece, nl=False)
+    click.echo()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelyard.data import digits, imagefolder, mnist1d, tabular, text  # noqa: F401  (registers the sources)
+from modelyard.data import corpus, digits, imagefolder, mnist1d, tabular, text  # noqa: F401  (registers the sources)
 from modelyard.data.base import DataBundle, RawData, sort_labels
 from modelyard.data.preprocess import PREPROCESSORS, preprocessor_from_json
 from modelyard.data.sources import SOURCES
 from modelyard.data.split import split_off_val, stratified_split
 from modelyard.errors import DataError
 
-__all__ = ["DataBundle", "RawData", "SOURCES", "build_data", "read_source", "source_entry", "split_indices", "preprocessor_from_json"]
+__all__ = ["DataBundle", "RawData", "SOURCES", "build_data", "read_splits", "read_source", "source_entry", "split_indices",
+           "preprocessor_from_json"]
 
 
 def source_entry(source: str):
@@ -20,13 +21,13 @@ def source_entry(source: str):
     if not sep or not arg:
         raise DataError(
             f"data.source {source!r} needs the form scheme:argument, e.g. builtin:digits, builtin:mnist1d, "
-            "imagefolder:PATH or csv:PATH"
+            "imagefolder:PATH, csv:PATH or text:PATH"
         )
     key = arg if scheme == "builtin" else scheme
     entry = SOURCES.get(key) if key in SOURCES else None
     if entry is None or entry.meta.get("builtin", False) != (scheme == "builtin"):
         builtins = ", ".join(f"builtin:{e.name}" for e in SOURCES if e.meta.get("builtin"))
-        raise DataError(f"unknown data source {source!r}; use {builtins}, imagefolder:PATH or csv:PATH")
+        raise DataError(f"unknown data source {source!r}; use {builtins}, imagefolder:PATH, csv:PATH or text:PATH")
     return entry, arg
 
 
@@ -39,16 +40,19 @@ def read_source(source: str, cfg) -> RawData:
     return raw
 
 
-def build_data(cfg, seed: int) -> DataBundle:
-    """Read, split, fit preprocessing on the training split, and wrap each split as a dataset.
+def read_splits(cfg, seed: int) -> tuple[RawData, dict[str, np.ndarray], list[str]]:
+    """The raw examples, the indices of each split, and the label names (sorted, from the training split).
 
-    Raises:
-        DataError: naming the file, column, line or image at fault, and how to fix it.
+    A language-modelling corpus has no labels and no test split: it is scored on its validation split.
     """
     raw = read_source(cfg.source, cfg)
+    if raw.kind == "corpus":
+        parts = split_indices(raw, cfg, seed, test=False)
+        if len(parts["val"]) == 0:
+            raise DataError("the corpus has no validation documents; add lines of text or raise data.split.val")
+        return raw, parts, []
     parts = split_indices(raw, cfg, seed)
     labels = sort_labels(raw.y[parts["train"]])
-    index = {lab: i for i, lab in enumerate(labels)}
     for name in ("val", "test"):
         unseen = sorted({str(v) for v in raw.y[parts[name]]} - set(labels))
         if unseen:
@@ -56,26 +60,49 @@ def build_data(cfg, seed: int) -> DataBundle:
                             "add training examples of them or remove them")
         if len(parts[name]) == 0:
             raise DataError(f"the {name} split is empty; add data or change data.split")
+    return raw, parts, labels
+
+
+def build_data(cfg, seed: int, pretrained=None) -> DataBundle:
+    """Read, split, fit preprocessing on the training split, and wrap each split as a dataset.
+
+    Args:
+        pretrained: a pre-trained model's own tokeniser (`data.text.PretrainedTokenizer`), used instead of
+            training one on the training split.
+
+    Raises:
+        DataError: naming the file, column, line or image at fault, and how to fix it.
+    """
+    raw, parts, labels = read_splits(cfg, seed)
+    index = {lab: i for i, lab in enumerate(labels)}
     pre_cls = PREPROCESSORS.get(raw.kind).obj
     train_raw = raw.take(parts["train"])
-    pre = pre_cls.fit(train_raw, cfg)
+    pre = pre_cls.fit(train_raw, cfg, pretrained) if pretrained is not None else pre_cls.fit(train_raw, cfg)
     sets = {}
     for name, idx in parts.items():
         part = train_raw if name == "train" else raw.take(idx)
-        targets = np.array([index[v] for v in part.y])
+        targets = np.array([index.get(v, 0) for v in part.y])
         sets[name] = pre.dataset(part, targets, train=name == "train")
+    texts = isinstance(raw.x, list) and raw.kind in ("text", "corpus")
     return DataBundle(
-        train=sets["train"], val=sets["val"], test=sets["test"], labels=labels,
+        train=sets["train"], val=sets["val"], test=sets.get("test"), labels=labels,
         input_shape=tuple(pre.input_shape), preprocessor=pre,
-        test_names=[raw.names[i] for i in parts["test"]], val_names=[raw.names[i] for i in parts["val"]],
+        test_names=[raw.names[i] for i in parts.get("test", [])], val_names=[raw.names[i] for i in parts["val"]],
         notes=list(raw.notes) + list(getattr(pre, "notes", [])),
         model_inputs=dict(getattr(pre, "model_inputs", {})),
-        test_texts=[raw.x[i] for i in parts["test"]] if raw.kind == "text" else None,
+        texts={name: [raw.x[i] for i in idx] for name, idx in parts.items()} if texts else None,
+        task="lm" if raw.kind == "corpus" else "classification",
     )
 
 
-def split_indices(raw: RawData, cfg, seed: int) -> dict[str, np.ndarray]:
+def split_indices(raw: RawData, cfg, seed: int, *, test: bool = True) -> dict[str, np.ndarray]:
     s = cfg.split.seed if cfg.split.seed is not None else seed
+    if not test:  # a corpus: train and val only, documents drawn at random
+        if raw.split is not None:
+            return {name: np.flatnonzero(raw.split == name) for name in ("train", "val")}
+        order = np.random.default_rng(s).permutation(len(raw))
+        n_val = max(1, round(cfg.split.val * len(raw))) if len(raw) > 1 else 0
+        return {"train": np.sort(order[n_val:]), "val": np.sort(order[:n_val])}
     if raw.split is None:
         return stratified_split(raw.y, val=cfg.split.val, test=cfg.split.test, seed=s)
     idx = {name: np.flatnonzero(raw.split == name) for name in ("train", "val", "test")}

@@ -20,7 +20,7 @@ class RawData:
 
     x: Any
     y: np.ndarray
-    kind: str  # the preprocessor kind: image, sequence, tabular
+    kind: str  # the preprocessor kind: image, sequence, tabular, text, corpus
     split: np.ndarray | None = None
     names: list[str] | None = None  # per-example ids shown in errors and predictions
     notes: list[str] = field(default_factory=list)
@@ -63,7 +63,7 @@ class DataBundle:
 
     train: Dataset
     val: Dataset
-    test: Dataset
+    test: Dataset | None  # None for a language-modelling corpus, scored on val
     labels: list[str]
     input_shape: tuple[int, ...]
     preprocessor: Any
@@ -71,4 +71,9 @@ class DataBundle:
     val_names: list[str]
     notes: list[str] = field(default_factory=list)
     model_inputs: dict = field(default_factory=dict)  # facts a model needs beyond the shape (vocab_size, pad_id)
-    test_texts: list[str] | None = None  # text sets only: the report shows examples of its confusions
+    texts: dict[str, list[str]] | None = None  # text sets: raw texts per split (baselines, the report's examples)
+    task: str = "classification"  # or "lm" (next-token prediction on a corpus)
+
+    @property
+    def test_texts(self) -> list[str] | None:
+        return None if self.texts is None else self.texts.get("test")

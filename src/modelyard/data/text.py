@@ -6,7 +6,9 @@ characters) and saved inside the model artifact, so a saved model reads raw text
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,23 +61,42 @@ def text_table(path: Path, cfg) -> RawData:
                    names=[str(n) for n in lines[keep]], notes=notes)
 
 
-def train_tokenizer(texts: list[str], cfg):
-    """A byte-level BPE or character tokeniser fitted to `texts`, that prepends <cls>, truncates and pads."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+@dataclass
+class PretrainedTokenizer:
+    """A pre-trained model's own tokeniser and the special ids the data layer needs from it."""
 
+    tokenizer: Any  # tokenizers.Tokenizer
+    pad_id: int | None
+    eos_id: int | None
+    max_length: int  # positions the model has
+
+
+def fit_tokenizer(texts: list[str], cfg, specials: list[str] = ()):
+    """A byte-level BPE or character tokeniser trained on `texts`; ids 0, 1 are <pad>, <unk>, then `specials`."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    special_tokens = [PAD, UNK, *specials]
     if cfg.kind == "bpe":
         tok = Tokenizer(models.BPE(unk_token=UNK))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=[PAD, UNK, CLS],
+        trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=special_tokens,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     else:
         tok = Tokenizer(models.WordLevel(unk_token=UNK))
         tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
         tok.decoder = decoders.Fuse()
-        trainer = trainers.WordLevelTrainer(special_tokens=[PAD, UNK, CLS], show_progress=False)
+        trainer = trainers.WordLevelTrainer(special_tokens=special_tokens, show_progress=False)
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), *([normalizers.Lowercase()] if cfg.lowercase else [])])
     tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def train_tokenizer(texts: list[str], cfg):
+    """A tokeniser fitted to `texts` that prepends <cls>, truncates and pads to `cfg.max_length`."""
+    from tokenizers import processors
+
+    tok = fit_tokenizer(texts, cfg, specials=[CLS])
     tok.post_processor = processors.TemplateProcessing(single=f"{CLS} $A", special_tokens=[(CLS, tok.token_to_id(CLS))])
     tok.enable_truncation(cfg.max_length)
     tok.enable_padding(pad_id=tok.token_to_id(PAD), pad_token=PAD, length=cfg.max_length)
@@ -84,12 +105,16 @@ def train_tokenizer(texts: list[str], cfg):
 
 @PREPROCESSORS.register("text")
 class TextPreprocessor:
-    """Texts as (max_length,) token ids: <cls> first, truncated, padded with <pad> (id 0)."""
+    """Texts as (max_length,) token ids: <cls> first, truncated, padded with <pad> (id 0).
+
+    With no tokenizer it passes the texts through as strings, for models that read raw text (tfidf-linear).
+    """
 
     kind = "text"
 
-    def __init__(self, *, tokenizer, max_length: int, text_column: str | None) -> None:
+    def __init__(self, *, tokenizer, max_length: int, text_column: str | None, pad_id: int = 0) -> None:
         self.tokenizer, self.max_length, self.text_column = tokenizer, int(max_length), text_column
+        self.pad_id = int(pad_id)
         self.notes: list[str] = []
 
     @property
@@ -98,23 +123,35 @@ class TextPreprocessor:
 
     @property
     def model_inputs(self) -> dict:
-        return {"vocab_size": self.tokenizer.get_vocab_size(), "pad_id": self.tokenizer.token_to_id(PAD)}
+        if self.tokenizer is None:
+            return {}
+        return {"vocab_size": self.tokenizer.get_vocab_size(), "pad_id": self.pad_id}
 
     @classmethod
-    def fit(cls, raw: RawData, cfg) -> "TextPreprocessor":
-        return cls(tokenizer=train_tokenizer(raw.x, cfg.tokenizer), max_length=cfg.tokenizer.max_length,
-                   text_column=cfg.text)
+    def fit(cls, raw: RawData, cfg, pretrained: PretrainedTokenizer | None = None) -> "TextPreprocessor":
+        if pretrained is None:
+            return cls(tokenizer=train_tokenizer(raw.x, cfg.tokenizer), max_length=cfg.tokenizer.max_length,
+                       text_column=cfg.text)
+        tok, length = pretrained.tokenizer, min(cfg.tokenizer.max_length, pretrained.max_length)
+        pad = pretrained.pad_id if pretrained.pad_id is not None else pretrained.eos_id
+        tok.enable_truncation(length)
+        tok.enable_padding(pad_id=pad, pad_token=tok.id_to_token(pad), length=length)
+        pre = cls(tokenizer=tok, max_length=length, text_column=cfg.text, pad_id=pad)
+        if length < cfg.tokenizer.max_length:
+            pre.notes.append(f"data.tokenizer.max_length {cfg.tokenizer.max_length} is more than the model's "
+                             f"{pretrained.max_length} positions; using {length}")
+        return pre
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "tokenizer": self.tokenizer.to_str(), "max_length": self.max_length,
-                "text_column": self.text_column}
+        return {"kind": self.kind, "tokenizer": self.tokenizer and self.tokenizer.to_str(),
+                "max_length": self.max_length, "text_column": self.text_column, "pad_id": self.pad_id}
 
     @classmethod
     def from_json(cls, d: dict) -> "TextPreprocessor":
         from tokenizers import Tokenizer
 
-        return cls(tokenizer=Tokenizer.from_str(d["tokenizer"]), max_length=d["max_length"],
-                   text_column=d["text_column"])
+        tok = Tokenizer.from_str(d["tokenizer"]) if d["tokenizer"] else None
+        return cls(tokenizer=tok, max_length=d["max_length"], text_column=d["text_column"], pad_id=d.get("pad_id", 0))
 
     def encode(self, texts) -> tuple[torch.Tensor, int]:
         """Token ids (N, max_length) and how many texts were truncated."""
@@ -125,9 +162,11 @@ class TextPreprocessor:
         ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
         return ids, sum(1 for e in encodings if e.overflowing)
 
-    def transform(self, texts) -> torch.Tensor:
+    def transform(self, texts) -> torch.Tensor | list[str]:
         if isinstance(texts, pd.DataFrame):
             texts = texts[self._column(texts, "input")].astype(str).tolist()
+        if self.tokenizer is None:
+            return [texts] if isinstance(texts, str) else [str(t) for t in texts]
         return self.encode(texts)[0]
 
     def dataset(self, raw: RawData, targets: np.ndarray, *, train: bool):

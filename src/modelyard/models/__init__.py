@@ -5,11 +5,12 @@ from __future__ import annotations
 from torch import nn
 
 from modelyard.errors import ModelError
-from modelyard.models import baselines, cnn, mlp, resnet, transformer  # noqa: F401  (registers the families explicitly)
+from modelyard.models import baselines, cnn, gpt, hf, mlp, resnet, tfidf, transformer  # noqa: F401  (registers the families explicitly)
 from modelyard.models.base import MODELS, ModelConfigBase, register_model
 from modelyard.models.weights import load_pretrained, read_state_dict
 
-__all__ = ["MODELS", "ModelConfigBase", "create_model", "register_model", "count_parameters", "read_state_dict"]
+__all__ = ["MODELS", "ModelConfigBase", "create_model", "register_model", "count_parameters", "model_tokenizer",
+           "read_state_dict"]
 
 
 def create_model(cfg: ModelConfigBase, *, input_shape: tuple[int, ...], num_classes: int, kind: str | None = None,
@@ -32,6 +33,8 @@ def create_model(cfg: ModelConfigBase, *, input_shape: tuple[int, ...], num_clas
     except ValueError as exc:
         raise ModelError(f"cannot build model {cfg.name!r} for inputs shaped {tuple(input_shape)}: {exc}") from exc
     head = entry.meta["head"]
+    if entry.meta.get("loads_weights"):  # the factory loaded `pretrained` and froze what its mode says
+        return model
     if cfg.pretrained:
         load_pretrained(model, cfg.pretrained, head=head)
     if cfg.freeze_backbone:
@@ -40,7 +43,17 @@ def create_model(cfg: ModelConfigBase, *, input_shape: tuple[int, ...], num_clas
     return model
 
 
-def count_parameters(model: nn.Module) -> dict[str, int]:
+def count_parameters(model) -> dict:
+    """Parameters, trainable parameters and their fraction (an estimator reports its fitted coefficients)."""
+    if hasattr(model, "count_parameters"):
+        return model.count_parameters()
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"parameters": total, "trainable_parameters": trainable}
+    return {"parameters": total, "trainable_parameters": trainable,
+            "trainable_fraction": trainable / total if total else 0.0}
+
+
+def model_tokenizer(cfg: ModelConfigBase):
+    """A pre-trained model's own tokeniser (`data.text.PretrainedTokenizer`), or None to train one on the data."""
+    hook = MODELS.get(cfg.name).meta.get("tokenizer")
+    return hook(cfg) if hook else None

@@ -82,14 +82,18 @@ def write_report(run, cfg, metrics: dict, history: list[dict], test_predictions,
         for k, v in test["per_class"].items()
     )
     stopped = " (stopped early)" if metrics["stopped_early"] else ""
+    if metrics["monitor"] is None:  # an estimator: fitted in one call
+        trained = f"Fitted in {metrics['train_time_s']:.1f} s (no epochs: a scikit-learn estimator)."
+    else:
+        trained = (f"Trained {metrics['epochs']} epochs{stopped} ({metrics['steps']} optimiser steps) in "
+                   f"{metrics['train_time_s']:.1f} s on {metrics['processes']} process(es); best "
+                   f"{html.escape(metrics['monitor'])} {_fmt(metrics['best_value'])} at epoch {metrics['best_epoch']}.")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(cfg.name)} - modelyard report</title>
 <style>{_STYLE}</style></head><body>
 <h1>{html.escape(cfg.name)}</h1>
 <p class="sub">{html.escape(cfg.model.name)} on {html.escape(cfg.data.source)} &middot; run {html.escape(run.path.name)}</p>
 <p class="headline">Test {h['metric']}: <b>{h['value']:.4f}</b>{ci}</p>
-<p>Trained {metrics['epochs']} epochs{stopped} ({metrics['steps']} optimiser steps) in {metrics['train_time_s']:.1f} s
-on {metrics['processes']} process(es); best {html.escape(metrics['monitor'])} {_fmt(metrics['best_value'])} at epoch
-{metrics['best_epoch']}. {metrics['parameters']:,} parameters ({metrics['trainable_parameters']:,} trainable).
+<p>{trained} {metrics['parameters']:,} parameters ({metrics['trainable_parameters']:,} trainable).
 Test set: {test['n']} examples; validation: {metrics['val']['n']}.</p>
 <h2>Metrics</h2><table><tr><th>metric</th><th>validation</th><th>test</th></tr>{rows}</table>
 <h2>Learning curves</h2>{_img(figures['learning_curves'], 'learning curves') if figures['learning_curves'] else ''}

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from modelyard.errors import ConfigError
-from modelyard.inference import predict_dataset
+from modelyard.inference import lm_eval, predict_dataset
 from modelyard.metrics.classification import f1_macro
 from modelyard.training.callbacks import Callback, improved, monitor_mode
 from modelyard.training.checkpoint import TrainState, link_best, load_checkpoint, save_checkpoint
@@ -49,6 +49,12 @@ class TrainingLoop:
                  quiet: bool = False):
         self.cfg, self.bundle, self.run_dir, self.acc = cfg, bundle, run, accelerator
         self.tc = cfg.train
+        self.task = bundle.task  # classification: logits (B, C); lm: next-token logits (B, T, vocab)
+        if self.task == "lm" and self.tc.monitor == "val_f1_macro":
+            raise ConfigError("train.monitor val_f1_macro needs classes; a language model has none. "
+                              "Use val_loss or val_perplexity")
+        if self.task == "classification" and self.tc.monitor == "val_perplexity":
+            raise ConfigError("train.monitor val_perplexity is for language models; use val_loss or val_accuracy")
         self.callbacks = list(callbacks)
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
         self.sampler = EpochBatchSampler(len(bundle.train), self.tc.batch_size, seed=cfg.seed,
@@ -133,16 +139,17 @@ class TrainingLoop:
         boundary = st.batch_in_epoch + 1 == window_start + window
         sync = contextlib.nullcontext() if boundary or self.world == 1 else self.acc.no_sync(self.model)
         with sync:
-            logits = self.model(x).float()  # (B, C)
-            loss_sum = F.cross_entropy(logits, y, reduction="sum")
-            loss = loss_sum * (self.world / self.window_examples[window_start // tc.grad_accum_steps])
+            logits = self.model(x).float()  # (B, C), or (B, T, vocab) for a language model
+            loss_sum = F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction="sum")
+            per_example = y[0].numel()  # 1 label, or T next tokens: each token weighs the same
+            loss = loss_sum * (self.world / (self.window_examples[window_start // tc.grad_accum_steps] * per_example))
             if tc.l1:
                 loss = loss + tc.l1 * sum(p.abs().sum() for p in self.params) / window
             self.acc.backward(loss)
         st.batch_in_epoch += 1
         sums[0] += loss_sum.detach()
-        sums[1] += (logits.argmax(dim=1) == y).sum()
-        sums[2] += len(y)
+        sums[1] += (logits.argmax(dim=-1) == y).sum()
+        sums[2] += y.numel()
 
     def _at_step_boundary(self) -> bool:
         done = self.state.batch_in_epoch
@@ -159,18 +166,13 @@ class TrainingLoop:
     def _end_epoch(self, epoch: int, sums: torch.Tensor, seconds: float) -> None:
         st, tc = self.state, self.tc
         sums = self._reduce(sums)
-        y, prob, val_loss = predict_dataset(self.module, self.bundle.val, device=self.acc.device,
-                                            batch_size=max(1024, tc.batch_size))
-        pred = prob.argmax(axis=1)
         row = {
             "epoch": epoch + 1,
             "step": st.step,
             "lr": self.scheduler.get_last_lr()[0],
             "train_loss": float(sums[0] / sums[2]),
             "train_accuracy": float(sums[1] / sums[2]),
-            "val_loss": val_loss,
-            "val_accuracy": float((pred == y).mean()),
-            "val_f1_macro": f1_macro(y, pred, prob.shape[1]),
+            **self._validate(),
             "epoch_time_s": seconds,
         }
         st.epoch, st.batch_in_epoch = epoch + 1, 0
@@ -190,6 +192,16 @@ class TrainingLoop:
         self.progress.end_epoch(row)
         for cb in self.callbacks:
             cb.on_epoch_end(self, row)
+
+    def _validate(self) -> dict:
+        if self.task == "lm":
+            loss, accuracy, _ = lm_eval(self.module, self.bundle.val, device=self.acc.device)
+            return {"val_loss": loss, "val_accuracy": accuracy, "val_perplexity": math.exp(min(loss, 50.0))}
+        y, prob, val_loss = predict_dataset(self.module, self.bundle.val, device=self.acc.device,
+                                            batch_size=max(1024, self.tc.batch_size))
+        pred = prob.argmax(axis=1)
+        return {"val_loss": val_loss, "val_accuracy": float((pred == y).mean()),
+                "val_f1_macro": f1_macro(y, pred, prob.shape[1])}
 
     def _reduce(self, sums: torch.Tensor) -> torch.Tensor:
         if self.world == 1:
