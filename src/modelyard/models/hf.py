@@ -194,6 +194,7 @@ def hf(cfg: HFConfig, *, input_shape: tuple[int, ...], num_classes: int, vocab_s
     from transformers.utils import logging
 
     logging.set_verbosity_error()  # its "newly initialised classifier" notice is expected when fine-tuning
+    logging.disable_progress_bar()
     path = resolve_pretrained(cfg.pretrained)
     try:
         if task == "lm":
