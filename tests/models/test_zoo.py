@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -22,21 +23,51 @@ def build(name, input_shape=None, num_classes=5, **fields):
     return create_model(cfg, input_shape=input_shape or SHAPES[name], num_classes=num_classes)
 
 
-def test_every_image_and_sequence_model_is_covered():
-    assert {n for n in MODELS.names() if "text" not in MODELS.get(n).meta["reads"]} == set(SHAPES)
+# Token-id models: (data kind, extra factory inputs, output shape for a (2, 12) batch of ids).
+TOKEN_MODELS = {
+    "text-transformer": ("text", {"vocab_size": 40, "pad_id": 0}, (2, 5)),
+    "gpt": ("corpus", {"vocab_size": 40, "task": "lm"}, (2, 12, 40)),
+    "hf": ("text", {"vocab_size": 30522, "pad_id": 0}, (2, 5)),
+}
+ESTIMATORS = {"tfidf-linear"}
 
 
-@pytest.mark.parametrize("name", sorted(SHAPES))
-def test_forward_backward_shape_and_finite(name):
-    torch.manual_seed(0)
-    model = build(name)
-    x = torch.randn(2, *SHAPES[name])
-    out = model(x)
-    assert out.shape == (2, 5)
-    out.sum().backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+def test_every_model_in_the_registry_is_covered():
+    assert set(MODELS.names()) == set(SHAPES) | set(TOKEN_MODELS) | ESTIMATORS
+
+
+def _assert_trains(model, out):
     assert torch.isfinite(out).all()
+    out.float().square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS.names()))
+def test_forward_backward_shape_and_finite(name, request):
+    torch.manual_seed(0)
+    if name in SHAPES:
+        model = build(name)
+        out = model(torch.randn(2, *SHAPES[name]))
+        assert out.shape == (2, 5)
+        _assert_trains(model, out)
+    elif name in TOKEN_MODELS:
+        kind, inputs, shape = TOKEN_MODELS[name]
+        fields = {"pretrained": str(request.getfixturevalue("tiny_bert_dir"))} if name == "hf" else {}
+        cfg = MODELS.get(name).config.model_validate({"name": name, **fields})
+        model = create_model(cfg, input_shape=(12,), num_classes=5, kind=kind, **inputs)
+        ids = torch.randint(3, 40, (2, 12))
+        ids[1, 8:] = 0  # padding
+        out = model(ids)
+        assert out.shape == shape
+        _assert_trains(model, out)
+    else:  # an estimator: fitted, not trained by gradient
+        model = create_model(MODELS.get(name).config.model_validate({"name": name}), input_shape=(), num_classes=3,
+                             kind="text")
+        texts = ["red apple", "green pear", "blue sky", "red cherry", "green lime", "blue sea"]
+        model.fit(texts, np.array([0, 1, 2, 0, 1, 2]), texts[:3], np.array([0, 1, 2]))
+        prob = model.predict_proba(["red", "blue whale"])
+        assert prob.shape == (2, 3) and np.isfinite(prob).all() and np.allclose(prob.sum(axis=1), 1)
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])

@@ -63,10 +63,12 @@ class TfidfLinear:
         clf = (LinearSVC(C=self.cfg.C) if self.cfg.classifier == "svm"
                else LogisticRegression(C=self.cfg.C, max_iter=2000))
         clf.fit(x, y)
-        coef, intercept = clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32)
+        # C order: liblinear hands back Fortran-ordered arrays, and safetensors writes the raw buffer.
+        coef = np.ascontiguousarray(clf.coef_, dtype=np.float32)
+        intercept = np.ascontiguousarray(clf.intercept_, dtype=np.float32)
         if coef.shape[0] == 1:  # two classes: sklearn keeps one score s; as logits that is (0, s)
             coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-        self.coef, self.intercept = coef, intercept.astype(np.float32)
+        self.coef, self.intercept = np.ascontiguousarray(coef), intercept.astype(np.float32)
         self.temperature = fit_temperature(self.scores(val_texts), val_y)
         return self
 
