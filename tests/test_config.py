@@ -4,7 +4,7 @@ import pytest
 
 from modelyard.config import ExperimentConfig, apply_override, load_config
 from modelyard.errors import ConfigError
-from tests.conftest import run_cli, tiny_config
+from tests.conftest import ROOT, run_cli, tiny_config
 
 
 def write(tmp_path, text: str):
@@ -67,7 +67,7 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path):
 
 def test_schema_covers_every_model():
     schema = json.dumps(ExperimentConfig.model_json_schema())
-    for name in ("mlp", "lenet5", "cifar-cnn", "mnist1d-cnn", "resnet18", "resnet50"):
+    for name in ("mlp", "lenet5", "cifar-cnn", "mnist1d-cnn", "resnet18", "resnet50", "gpt", "hf", "tfidf-linear"):
         assert f'"{name}"' in schema
 
 
@@ -84,3 +84,17 @@ def test_dict_configs_validate_too():
     assert load_config(tiny_config()).model.hidden_sizes == [32]
     with pytest.raises(ConfigError, match="greater than 0"):
         load_config(tiny_config(model={"name": "mlp", "hidden_sizes": [8, -1]}))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_is_valid(path):
+    cfg = load_config(path)
+    assert cfg.data.source and cfg.model.name in path.read_text()
+
+
+def test_hf_model_ids_are_kept_but_relative_paths_resolve(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: t\ndata:\n  source: builtin:debian-sections\nmodel:\n  name: hf\n  pretrained: org/model\n")
+    assert load_config(path).model.pretrained == "org/model"  # a Hugging Face id, looked up in the cache
+    (tmp_path / "org" / "model").mkdir(parents=True)
+    assert load_config(path).model.pretrained == str(tmp_path / "org" / "model")  # a folder beside the config
