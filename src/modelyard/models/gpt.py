@@ -12,29 +12,20 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
 from modelyard.errors import ModelError
-from modelyard.models.base import ModelConfigBase, register_model
+from modelyard.models.base import register_model
+from modelyard.models.transformer import TransformerSizes, feed_forward
 
 
-class GPTConfig(ModelConfigBase):
+class GPTConfig(TransformerSizes):
     name: Literal["gpt"] = "gpt"
-    d_model: int = Field(128, gt=0, description="Width of the token representations.")
     n_layers: int = Field(4, ge=1)
-    n_heads: int = Field(4, ge=1)
-    ff_mult: int = Field(4, ge=1, description="The MLP's hidden width is ff_mult * d_model.")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
     context_length: int | None = Field(
         None, ge=2, description="Positions the model has (prompt + generated tokens); default: data.block_size."
     )
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self):
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
-        return self
 
 
 class KVCache:
@@ -79,8 +70,7 @@ class Block(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
         self.attn = CausalSelfAttention(cfg)
-        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.ff_mult * cfg.d_model), nn.GELU(),
-                                 nn.Linear(cfg.ff_mult * cfg.d_model, cfg.d_model), nn.Dropout(cfg.dropout))
+        self.mlp = feed_forward(cfg)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), cache, layer)

@@ -18,20 +18,31 @@ from modelyard.errors import ModelError
 from modelyard.models.base import ModelConfigBase, register_model
 
 
-class TextTransformerConfig(ModelConfigBase):
-    name: Literal["text-transformer"] = "text-transformer"
+class TransformerSizes(ModelConfigBase):
+    """The size fields shared by the Transformers built here (text-transformer, gpt)."""
+
     d_model: int = Field(128, gt=0, description="Width of the token representations.")
     n_layers: int = Field(2, ge=1)
     n_heads: int = Field(4, ge=1)
     ff_mult: int = Field(4, ge=1, description="The MLP's hidden width is ff_mult * d_model.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    pooling: Literal["mean", "cls"] = "mean"
 
     @model_validator(mode="after")
     def _heads_divide_width(self):
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
         return self
+
+
+def feed_forward(cfg: TransformerSizes) -> nn.Sequential:
+    """The block's MLP: d_model -> ff_mult * d_model -> d_model."""
+    return nn.Sequential(nn.Linear(cfg.d_model, cfg.ff_mult * cfg.d_model), nn.GELU(),
+                         nn.Linear(cfg.ff_mult * cfg.d_model, cfg.d_model), nn.Dropout(cfg.dropout))
+
+
+class TextTransformerConfig(TransformerSizes):
+    name: Literal["text-transformer"] = "text-transformer"
+    pooling: Literal["mean", "cls"] = "mean"
 
 
 class SelfAttention(nn.Module):
@@ -55,8 +66,7 @@ class Block(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
         self.attn = SelfAttention(cfg)
-        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.ff_mult * cfg.d_model), nn.GELU(),
-                                 nn.Linear(cfg.ff_mult * cfg.d_model, cfg.d_model), nn.Dropout(cfg.dropout))
+        self.mlp = feed_forward(cfg)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), keep)
