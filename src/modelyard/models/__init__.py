@@ -26,7 +26,7 @@ def create_model(cfg: ModelConfigBase, *, input_shape: tuple[int, ...], num_clas
     """
     entry = MODELS.get(cfg.name)
     if kind is not None and kind not in entry.meta["reads"]:
-        fits = [e.name for e in MODELS if kind in e.meta["reads"]]
+        fits = sorted(e.name for e in MODELS if kind in e.meta["reads"])
         raise ModelError(f"model {cfg.name!r} cannot read {kind} data; models that can: {', '.join(fits)}")
     try:
         model = entry.obj(cfg, input_shape=tuple(input_shape), num_classes=num_classes, **model_inputs)
