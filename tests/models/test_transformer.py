@@ -43,5 +43,5 @@ def test_text_models_refuse_images_and_image_models_refuse_text():
     from modelyard.errors import ModelError
 
     cfg = MODELS.get("lenet5").config.model_validate({"name": "lenet5"})
-    with pytest.raises(ModelError, match="cannot read text data; models that can: hf, tfidf-linear, text-transformer"):
+    with pytest.raises(ModelError, match="cannot read text data; models that can: hf, text-transformer, tfidf-linear"):
         create_model(cfg, input_shape=(32,), num_classes=3, kind="text", vocab_size=50, pad_id=0)
