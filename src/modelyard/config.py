@@ -153,16 +153,7 @@ def load_config(source: str | Path | dict, overrides: list[str] | tuple[str, ...
         raw, where, nodes, base = _deepcopy(source), "<dict>", None, Path.cwd()
     else:
         path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found; pass the path of an experiment YAML (see examples/)")
-        text = path.read_text(encoding="utf-8")
-        try:
-            nodes = yaml.compose(text)
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping with keys name, data, model, train, evaluate")
+        raw, nodes = read_yaml(path, "an experiment", "name, data, model, train, evaluate")
         where, base = str(path), path.resolve().parent
     for item in overrides:
         apply_override(raw, item)
@@ -172,6 +163,21 @@ def load_config(source: str | Path | dict, overrides: list[str] | tuple[str, ...
         from_set = [o.partition("=")[0].strip() for o in overrides]
         raise ConfigError(format_validation_error(exc, raw, where, nodes, from_set)) from None
     return _resolve_paths(cfg, base)
+
+
+def read_yaml(path: Path, what: str, keys: str) -> tuple[dict, yaml.Node]:
+    """A YAML mapping and its node tree (for line numbers in errors); `what`/`keys` word the errors."""
+    if not path.is_file():
+        raise ConfigError(f"file {path} not found; pass the path of {what} YAML (see examples/)")
+    text = path.read_text(encoding="utf-8")
+    try:
+        nodes = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with keys {keys}")
+    return raw, nodes
 
 
 def apply_override(raw: dict, item: str) -> None:
@@ -230,7 +236,12 @@ def _deepcopy(d: Any) -> Any:
 
 
 def format_validation_error(exc: ValidationError, raw: dict, where: str, nodes: yaml.Node | None,
-                            from_set: list[str] = ()) -> str:
+                            from_set: list[str] = (), root: type[BaseModel] | None = None) -> str:
+    """One line per problem: the dotted key, its line in the file, and what to write instead.
+
+    `root` is the model that was validated (default: ExperimentConfig); it decides which keys are valid where.
+    """
+    root = root or ExperimentConfig
     lines = [f"{where}: invalid config ({exc.error_count()} problem{'s' * (exc.error_count() > 1)}):"]
     for err in exc.errors():
         loc = _clean_loc(err["loc"])
@@ -240,7 +251,7 @@ def format_validation_error(exc: ValidationError, raw: dict, where: str, nodes: 
         if any(key == k or key.startswith(k + ".") for k in from_set):
             at = " (from --set)"
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(loc[:-1], raw)
+            allowed = _allowed_keys(loc[:-1], raw, root)
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.5)
             hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
             lines.append(f"  - {key}{at}: unknown key{hint} Valid keys here: {', '.join(allowed)}")
@@ -273,8 +284,8 @@ def _get(raw: Any, path: tuple) -> Any:
     return raw
 
 
-def _allowed_keys(path: tuple, raw: dict) -> list[str]:
-    cls: Any = ExperimentConfig
+def _allowed_keys(path: tuple, raw: dict, root: type[BaseModel]) -> list[str]:
+    cls: Any = root
     for p in path:
         if cls is ExperimentConfig and p == "model":
             name = _get(raw, ("model", "name"))

@@ -72,8 +72,10 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
         bundle = build_data(cfg.data, cfg.seed, pretrained=model_tokenizer(cfg.model))
         model = create_model(cfg.model, input_shape=bundle.input_shape, num_classes=len(bundle.labels),
                              kind=bundle.preprocessor.kind, **bundle.model_inputs)
-        loop = TrainingLoop(cfg, bundle, model, run, acc, callbacks=list(callbacks), resume=resume is not None,
-                            quiet=quiet)
+        from modelyard.training.callbacks import EnergyCallback
+
+        loop = TrainingLoop(cfg, bundle, model, run, acc, callbacks=[EnergyCallback(), *callbacks],
+                            resume=resume is not None, quiet=quiet)
         if resume is not None and acc.is_main_process:
             run.truncate_history(loop.state.epoch)  # epochs past the checkpoint are redone; don't list them twice
         for note in bundle.notes:
@@ -106,7 +108,7 @@ def _finish(cfg: ExperimentConfig, run: RunDir, bundle, loop, state, sizes: dict
         predictions[split] = (y, prob, names)
     facts = dict(train_time_s=state.train_time_s, epochs=state.epoch, steps=state.step, best_epoch=state.best_epoch,
                  monitor=cfg.train.monitor, best_value=state.best_value, stopped_early=state.stopped_early,
-                 processes=loop.world, **sizes)
+                 processes=loop.world, energy=energy_summary(state.energy), **sizes)
     return _score_and_save(cfg, run, bundle, model, predictions, facts)
 
 
@@ -126,9 +128,12 @@ def _fit_estimator(cfg: ExperimentConfig, run: RunDir, acc) -> Run:
     index = {lab: i for i, lab in enumerate(labels)}
     texts = {name: [raw.x[i] for i in idx] for name, idx in parts.items()}
     y = {name: np.array([index[v] for v in raw.y[idx]]) for name, idx in parts.items()}
-    t0 = time.perf_counter()
+    from modelyard.energy import EnergyMeter
+
+    meter, t0 = EnergyMeter(), time.perf_counter()
     model.fit(texts["train"], y["train"], texts["val"], y["val"])
     seconds = time.perf_counter() - t0
+    energy = energy_summary({"joules": meter.read(), "source": meter.source, "method": meter.describe()})
     bundle = DataBundle(train=None, val=None, test=None, labels=labels, input_shape=(),
                         preprocessor=TextPreprocessor(tokenizer=None, max_length=0, text_column=cfg.data.text),
                         test_names=[raw.names[i] for i in parts["test"]],
@@ -136,7 +141,8 @@ def _fit_estimator(cfg: ExperimentConfig, run: RunDir, acc) -> Run:
     predictions = {split: (y[split], model.predict_proba(texts[split]), names)
                    for split, names in (("val", bundle.val_names), ("test", bundle.test_names))}
     facts = dict(train_time_s=seconds, epochs=1, steps=0, best_epoch=1, monitor=None, best_value=None,
-                 stopped_early=False, processes=1, temperature=model.temperature, **count_parameters(model))
+                 stopped_early=False, processes=1, temperature=model.temperature, energy=energy,
+                 **count_parameters(model))
     return _score_and_save(cfg, run, bundle, model, predictions, facts)
 
 
@@ -191,7 +197,8 @@ def _finish_lm(cfg: ExperimentConfig, run: RunDir, bundle, loop, state, sizes: d
                 "unigram_loss": unigram_loss, "unigram_perplexity": math.exp(unigram_loss)},
         "samples": samples, "train_time_s": state.train_time_s, "epochs": state.epoch, "steps": state.step,
         "best_epoch": state.best_epoch, "monitor": cfg.train.monitor, "best_value": state.best_value,
-        "stopped_early": state.stopped_early, "processes": loop.world, **sizes,
+        "stopped_early": state.stopped_early, "processes": loop.world, "energy": energy_summary(state.energy),
+        **sizes,
     }
     run.write_json(run.metrics_path, metrics)
     save_artifact(run.model_dir, model, model_cfg=cfg.model, input_shape=bundle.input_shape, labels=[],
@@ -199,6 +206,13 @@ def _finish_lm(cfg: ExperimentConfig, run: RunDir, bundle, loop, state, sizes: d
     write_lm_report(run, cfg, metrics, run.history())
     run.set_status(status="completed", finished=utc_stamp())
     return Run(run.path, metrics)
+
+
+def energy_summary(energy: dict) -> dict:
+    """metrics.json's `energy`: joules, kWh, and whether they were measured or estimated (and how)."""
+    joules = float(energy.get("joules", 0.0))
+    return {"joules": joules, "kwh": joules / 3.6e6, "source": energy.get("source", "estimated"),
+            "method": energy.get("method", "")}
 
 
 def write_predictions(path: Path, ids, y: np.ndarray, prob: np.ndarray, labels: list[str]) -> None:

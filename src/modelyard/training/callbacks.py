@@ -24,3 +24,22 @@ def improved(value: float, best: float | None, mode: str, min_delta: float = 0.0
     if best is None:
         return True
     return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+class EnergyCallback(Callback):
+    """Adds the energy used since the last step to `loop.state.energy`, so checkpoints and resumes carry it
+    and metrics.json reports the total (joules, kWh, and whether it was measured or estimated)."""
+
+    def on_train_start(self, loop) -> None:
+        from modelyard.energy import EnergyMeter
+
+        self.meter, self.seen = EnergyMeter(), 0.0
+        loop.state.energy.setdefault("joules", 0.0)
+        loop.state.energy.update(source=self.meter.source, method=self.meter.describe())
+
+    def on_step_end(self, loop) -> None:
+        now = self.meter.read()
+        loop.state.energy["joules"] += now - self.seen
+        self.seen = now
+
+    on_train_end = on_step_end
