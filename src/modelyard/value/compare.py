@@ -1,0 +1,172 @@
+"""From measurements and a scenario to the comparison `modelyard value` reports: economics per candidate,
+a do-nothing row, Pareto fronts, sensitivity, and one recommendation with its reason.
+
+`compare` is pure: measurements (as `measure.measure` returns them) in, a JSON-ready dict out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modelyard.errors import ConfigError
+from modelyard.value import economics as ec
+from modelyard.value.scenario import Scenario
+
+FACTORS = {"volume": "predictions per month", "outcome_values": "what outcomes are worth",
+           "hardware_price": "hardware price per hour"}
+
+
+def check_comparable(measurements: list[dict]) -> list[str]:
+    """The shared label list. Runs of different tasks, label sets or test sets cannot be compared."""
+    first = measurements[0]
+    for m in measurements[1:]:
+        if m["labels"] != first["labels"]:
+            raise ConfigError(f"cannot compare {first['name']} and {m['name']}: different label sets "
+                              f"({first['labels']} vs {m['labels']}); compare runs of the same task")
+        if m["predictions"]["test"][0] != first["predictions"]["test"][0]:
+            raise ConfigError(f"cannot compare {first['name']} and {m['name']}: they were tested on different "
+                              "examples; train them on the same data source and split")
+    return first["labels"]
+
+
+def _one_off(m: dict, s: Scenario) -> dict:
+    t = m["training"]
+    hours = (t.get("time_s") or 0.0) / 3600 * (t.get("processes") or 1)
+    kwh = (t.get("energy") or {}).get("kwh", 0.0)
+    parts = {"training_hardware": hours * s.train.usd_per_hour, "training_energy": kwh * s.energy.usd_per_kwh,
+             "engineering": s.engineering_for(m["name"])}
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def _correct_wrong_values(y: np.ndarray, pred: np.ndarray, V: np.ndarray) -> tuple[float, float]:
+    """Average value of a correct and of a wrong prediction, weighted as this model's test answers fall."""
+    vals = V[y, pred]
+    right = y == pred
+    vc = float(vals[right].mean()) if right.any() else float(np.diag(V).mean())
+    off = V[~np.eye(len(V), dtype=bool)]
+    vw = float(vals[~right].mean()) if (~right).any() else float(off.mean()) if off.size else vc
+    return vc, vw
+
+
+def candidate_row(m: dict, s: Scenario, V: np.ndarray, *, resamples: int = 1000, seed: int = 0,
+                  volume: float | None = None, value_scale: float = 1.0, price_scale: float = 1.0) -> dict:
+    """Economics of one measured candidate; the scale arguments move the scenario for the sensitivity analysis."""
+    volume = s.volume_per_month if volume is None else volume
+    V = V * value_scale
+    abstain = None if s.outcomes.abstain is None else s.outcomes.abstain * value_scale
+    val = (np.asarray(m["predictions"]["val"][0]), np.asarray(m["predictions"]["val"][1]))
+    test = (np.asarray(m["predictions"]["test"][0]), np.asarray(m["predictions"]["test"][1]))
+    rules = ec.decision_rules(val, test, V, abstain)
+    chosen = rules["rules"][rules["chosen"]]
+    if rules["chosen"] == "argmax":
+        decisions = test[1].argmax(axis=1)
+    else:
+        decisions = ec.value_optimal_decisions(test[1], V)
+        if chosen["threshold"] is not None:
+            decisions = ec.with_abstain(test[1], decisions, chosen["threshold"])
+    ev = ec.bootstrap_mean(ec.decision_values(test[0], decisions, V, abstain), resamples=resamples, seed=seed)
+    serve = ec.serving_cost_per_1000(s.serve.usd_per_hour * price_scale, m["predictions_per_second"])
+    energy = ec.energy_cost_per_1000(m["energy_per_prediction_j"], s.energy.usd_per_kwh)
+    one_off = _one_off(m, s)
+    one_off_total = one_off["total"] - one_off["training_hardware"] * (1 - price_scale)
+    econ = ec.economics(value_per_prediction=ev["value"], cost_per_prediction=(serve + energy) / 1000,
+                        one_off=one_off_total, volume_per_month=volume, horizon_months=s.horizon_months)
+    vc, vw = _correct_wrong_values(test[0], test[1].argmax(axis=1), V)
+    p95 = m["latency_ms_batch1"]["p95"]
+    co2 = None
+    if s.energy.kg_co2_per_kwh is not None:
+        kwh_month = m["energy_per_prediction_j"] * volume / 3.6e6
+        train_kwh = ((m["training"].get("energy") or {}).get("kwh") or 0.0)
+        co2 = {"training_kg": train_kwh * s.energy.kg_co2_per_kwh, "serving_kg_per_month": kwh_month * s.energy.kg_co2_per_kwh}
+    return {
+        **econ.as_dict(),  # its value_per_prediction (a number) is replaced by the one with an interval below
+        "name": m["name"], "run": m["run"], "model": m["model"], "kind": "model",
+        "accuracy": m["quality"]["accuracy"], "f1_macro": m["quality"]["f1_macro"], "ece": m["quality"]["ece"],
+        "p95_ms": p95, "p50_ms": m["latency_ms_batch1"]["p50"], "p99_ms": m["latency_ms_batch1"]["p99"],
+        "predictions_per_second": m["predictions_per_second"], "parameters": m["size"]["parameters"],
+        "bytes_on_disk": m["size"]["bytes_on_disk"], "flops_per_example": m["flops_per_example"],
+        "value_per_prediction": ev, "decision_rules": rules,
+        "serve_cost_per_1000": serve, "energy_cost_per_1000": energy, "cost_per_1000": serve + energy,
+        "one_off": one_off,
+        "break_even_accuracy": ec.break_even_accuracy(
+            value_correct=vc, value_wrong=vw, cost_per_prediction=(serve + energy) / 1000, one_off=one_off_total,
+            volume_per_month=volume, horizon_months=s.horizon_months),
+        "meets_slo": s.latency_slo_ms is None or p95 <= s.latency_slo_ms,
+        "co2": co2,
+    }
+
+
+def do_nothing_row(s: Scenario) -> dict:
+    econ = ec.economics(value_per_prediction=0.0, cost_per_prediction=0.0, one_off=0.0,
+                        volume_per_month=s.volume_per_month, horizon_months=s.horizon_months)
+    return {**econ.as_dict(), "name": "do nothing", "kind": "baseline",
+            "value_per_prediction": {"value": 0.0, "low": 0.0, "high": 0.0}, "cost_per_1000": 0.0, "meets_slo": True}
+
+
+def sensitivity(m: dict, s: Scenario, V: np.ndarray) -> dict:
+    """Horizon total when each factor moves by -50% and +50%, the others held."""
+    out = {}
+    for factor in FACTORS:
+        row = {}
+        for label, k in (("low", 0.5), ("high", 1.5)):
+            kw = {"volume": s.volume_per_month * k} if factor == "volume" else \
+                 {"value_scale": k} if factor == "outcome_values" else {"price_scale": k}
+            row[label] = candidate_row(m, s, V, resamples=0, **kw)["horizon_total"]
+        out[factor] = row
+    return out
+
+
+def _money(x: float, cur: str) -> str:
+    return f"{x:,.0f} {cur}"
+
+
+def recommendation(rows: list[dict], best: int | None, s: Scenario) -> str:
+    cur = s.currency
+    if best is None:
+        why = ("no candidate meets the latency SLO and earns more than it costs" if s.latency_slo_ms
+               else "no candidate earns more than it costs")
+        return f"Do nothing: {why} over {s.horizon_months} months at {s.volume_per_month:,.0f} predictions/month."
+    b = rows[best]
+    others = [r for i, r in enumerate(rows) if i != best and r["meets_slo"] and r["horizon_total"] > 0]
+    if not others:
+        be = b["break_even_volume"]
+        below = f"; below {be:,.0f} predictions/month it does not pay back within {s.horizon_months} months" \
+            if be else ""
+        return (f"{b['name']} earns {_money(b['monthly_net'], cur)}/month net at this volume "
+                f"({_money(b['horizon_total'], cur)} over {s.horizon_months} months after one-off costs){below}.")
+    r = max(others, key=lambda o: o["horizon_total"])
+    slope = lambda o: (o["value_per_prediction"]["value"] - o["cost_per_1000"] / 1000) * s.horizon_months  # noqa: E731
+    cross = ec.crossover_volume(slope(b), b["one_off"]["total"], slope(r), r["one_off"]["total"])
+    tail = ""
+    if cross is not None:
+        side = "below" if slope(b) > slope(r) else "above"
+        tail = f"; {side} {cross:,.0f} predictions/month {r['name']} is better"
+    return (f"{b['name']} earns {_money(b['monthly_net'] - r['monthly_net'], cur)}/month more than {r['name']} at "
+            f"this volume ({_money(b['horizon_total'] - r['horizon_total'], cur)} more over {s.horizon_months} "
+            f"months){tail}.")
+
+
+def compare(measurements: list[dict], s: Scenario, *, resamples: int = 1000, seed: int = 0) -> dict:
+    labels = check_comparable(measurements)
+    V = s.outcomes.matrix(labels)
+    rows = [candidate_row(m, s, V, resamples=resamples, seed=seed) for m in measurements]
+    eligible = [r["meets_slo"] for r in rows]
+    value_cost = ec.dominated([(r["horizon_total"], r["cost_per_1000"]) for r in rows] + [(0.0, 0.0)])
+    acc_latency = ec.dominated([(r["accuracy"], r["p95_ms"]) for r in rows])
+    for r, d1, d2 in zip(rows, value_cost, acc_latency):
+        r["dominated_value_cost"], r["dominated_accuracy_latency"] = d1, d2
+    best = ec.recommend([r["horizon_total"] for r in rows], [r["cost_per_1000"] for r in rows], eligible)
+    focus = best if best is not None else int(np.argmax([r["horizon_total"] for r in rows]))
+    return {
+        "scenario": s.model_dump(mode="json"),
+        "labels": labels,
+        "value_matrix": V.tolist(),
+        "candidates": rows,
+        "do_nothing": do_nothing_row(s),
+        "recommended": None if best is None else rows[best]["name"],
+        "recommendation": recommendation(rows, best, s),
+        "sensitivity": {"candidate": rows[focus]["name"], "base": rows[focus]["horizon_total"],
+                        "factors": sensitivity(measurements[focus], s, V)},
+        "machine": measurements[0]["machine"],
+    }

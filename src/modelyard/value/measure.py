@@ -1,0 +1,197 @@
+"""Measure one finished run on this machine: quality (from its stored test predictions), size, compute, speed,
+memory and energy. Every figure is stored with the machine it was measured on.
+
+Speed is measured from raw inputs (texts, image files or arrays, table rows of the run's own test split) to
+probabilities, preprocessing included, because that is what a server does per request.
+Run as `python -m modelyard.value.measure RUN` to measure in a fresh process (peak memory is per process).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from modelyard.errors import RunError
+
+BATCH_SIZES = (1, 8, 32, 128)
+
+
+def read_predictions(path: Path, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(true class indices, probabilities (N, C)) from a run's predictions/<split>.csv."""
+    if not path.is_file():
+        raise RunError(f"{path} is missing: the run did not finish, or was made by an older modelyard; retrain it")
+    frame = pd.read_csv(path, dtype={"true": str})
+    index = {lab: i for i, lab in enumerate(labels)}
+    y = np.array([index[str(v)] for v in frame["true"]])
+    prob = frame[[f"prob_{lab}" for lab in labels]].to_numpy(dtype=np.float64)
+    return y, prob
+
+
+def repeat_until_stable(fn, *, budget_s: float, min_runs: int = 10, max_runs: int = 10_000,
+                        tolerance: float = 0.02) -> list[float]:
+    """Seconds per call of `fn`, repeated until the median stops moving (the median of all calls within
+    `tolerance` of the median of the first half) or `budget_s` is spent, and at least `min_runs` times."""
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < max_runs:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        n = len(times)
+        if n >= min_runs:
+            if time.perf_counter() > deadline:
+                break
+            if n >= 2 * min_runs:
+                whole, half = statistics.median(times), statistics.median(times[: n // 2])
+                if abs(whole - half) <= tolerance * whole:
+                    break
+    return times
+
+
+def _percentiles_ms(times: list[float]) -> dict:
+    ms = np.asarray(times) * 1000
+    return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
+            "p99": float(np.percentile(ms, 99)), "min": float(ms.min()), "max": float(ms.max()), "n": len(ms)}
+
+
+def flops_per_example(predictor, inputs, n: int = 8) -> float | None:
+    """Forward-pass FLOPs per example, counted by torch.utils.flop_counter on up to `n` real examples one by one.
+    None for models that are not torch modules (scikit-learn baselines): not measured."""
+    if predictor.estimator:
+        return None
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from modelyard.data.base import take
+
+    total, count = 0, min(n, len(inputs))
+    with torch.no_grad():
+        for i in range(count):
+            x = predictor.transform(take(inputs, np.array([i]))).to(predictor.device)
+            counter = FlopCounterMode(display=False)
+            with counter:
+                predictor.model(x)
+            total += counter.get_total_flops()
+    return total / count
+
+
+def measure(run: str | Path, *, budget_s: float = 20.0, batch_sizes=BATCH_SIZES, device: str = "cpu") -> dict:
+    """Every figure `modelyard value` needs about one run. `budget_s` bounds the speed measurements."""
+    import yaml
+
+    from modelyard.artifact import load, resolve_model_dir
+    from modelyard.config import load_config
+    from modelyard.data import read_splits
+    from modelyard.data.base import take
+    from modelyard.energy import EnergyMeter
+    from modelyard.machine import machine_info
+    from modelyard.metrics import classification_report
+    from modelyard.runs import RunDir
+
+    rd = RunDir.open(run)
+    predictor = load(rd.path, device=device)
+    if not hasattr(predictor, "predict_proba"):
+        raise RunError(f"{rd.path} holds a language model; `modelyard value` compares classifiers")
+    metrics = json.loads(rd.metrics_path.read_text())
+    cfg = load_config(yaml.safe_load(rd.config_path.read_text()))
+    labels = predictor.labels
+    val, test = (read_predictions(rd.predictions_dir / f"{s}.csv", labels) for s in ("val", "test"))
+    report = classification_report(*test, labels)
+    model_dir = resolve_model_dir(rd.path)
+
+    raw, parts, _ = read_splits(cfg.data, cfg.seed)
+    pool = take(raw.x, parts["test"])
+    n_pool = len(pool)
+
+    def batch(size: int, start: int = 0):
+        return take(pool, (np.arange(start, start + size) % n_pool))
+
+    for i in range(3):  # warm-up: first calls pay for lazy initialisation
+        predictor.predict_proba(batch(1, i))
+    share = budget_s / (1 + len(batch_sizes))
+    counter = iter(range(10**9))
+    latency = repeat_until_stable(lambda: predictor.predict_proba(batch(1, next(counter))), budget_s=share,
+                                  min_runs=30)
+    throughput = {}
+    for size in batch_sizes:
+        x = batch(size)
+        predictor.predict_proba(x)
+        times = repeat_until_stable(lambda: predictor.predict_proba(x), budget_s=share, min_runs=3)
+        per_s = [size / t for t in times]
+        throughput[str(size)] = {"per_second": float(np.median(per_s)), "min": float(min(per_s)),
+                                 "max": float(max(per_s)), "n": len(times)}
+    best = max(throughput, key=lambda k: throughput[k]["per_second"])
+    x = batch(int(best))
+    meter, runs = EnergyMeter(), 0
+    deadline = time.perf_counter() + max(1.0, share / 2)
+    while time.perf_counter() < deadline or runs < 3:
+        predictor.predict_proba(x)
+        runs += 1
+    joules = meter.read() / (runs * int(best))
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    gpu_peak = None
+    if device.startswith("cuda"):
+        import torch
+
+        gpu_peak = torch.cuda.max_memory_allocated() / 2**20
+    params = metrics.get("parameters")
+    return {
+        "run": str(rd.path),
+        "name": cfg.name,
+        "model": cfg.model.name,
+        "labels": labels,
+        "task": predictor.meta.get("task", "classification"),
+        "machine": machine_info(),
+        "device": device,
+        "quality": {k: report[k] for k in ("n", "accuracy", "f1_macro", "ece", "confusion_matrix")},
+        "predictions": {"val": [val[0].tolist(), val[1].tolist()], "test": [test[0].tolist(), test[1].tolist()]},
+        "size": {"parameters": params, "trainable_parameters": metrics.get("trainable_parameters"),
+                 "bytes_on_disk": sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())},
+        "flops_per_example": flops_per_example(predictor, pool),
+        "latency_ms_batch1": _percentiles_ms(latency),
+        "throughput": throughput,
+        "best_batch_size": int(best),
+        "predictions_per_second": throughput[best]["per_second"],
+        "peak_memory_mb": {"process_rss": peak_mb, "gpu_allocated": gpu_peak},
+        "energy_per_prediction_j": joules,
+        "energy_source": meter.source,
+        "training": {"time_s": metrics.get("train_time_s"), "energy": metrics.get("energy"),
+                     "processes": metrics.get("processes", 1)},
+    }
+
+
+def measure_isolated(run: str | Path, *, budget_s: float = 20.0, device: str = "cpu") -> dict:
+    """`measure` in a fresh Python process, so its peak memory is this model's alone."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "modelyard.value.measure", str(run), "--budget", str(budget_s),
+                           "--device", device], capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        raise RunError(f"measuring {run} failed: {last}")
+    return json.loads(proc.stdout)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from modelyard.errors import ModelyardError
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run")
+    parser.add_argument("--budget", type=float, default=20.0)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    try:
+        print(json.dumps(measure(args.run, budget_s=args.budget, device=args.device)))
+    except ModelyardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
