@@ -1,0 +1,113 @@
+"""The registry database: SQLite under MODELYARD_HOME by default, any SQLAlchemy URL (PostgreSQL) through
+MODELYARD_DB_URL, so several servers can share one registry.
+
+The schema is versioned: `MIGRATIONS[i]` takes the schema from version i to i + 1, and `connect` applies the
+missing ones in one transaction. (Alembic would add an environment and a scripts folder for what is, so far,
+a few CREATE TABLE statements; the table `schema_version` plays its part.)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+
+from modelyard.errors import ModelyardError
+
+
+class RegistryError(ModelyardError):
+    """A registry operation that cannot be done as asked (unknown model, revoked key, hash mismatch, ...)."""
+
+
+MIGRATIONS: list[list[str]] = [
+    [  # 1: model versions, API keys, usage per key
+        """CREATE TABLE model_versions (
+            {id}, name VARCHAR(200) NOT NULL, version INTEGER NOT NULL,
+            run_path TEXT NOT NULL, weights_sha256 CHAR(64) NOT NULL, metrics TEXT NOT NULL,
+            stage VARCHAR(20) NOT NULL DEFAULT 'none', created_by VARCHAR(200) NOT NULL,
+            created_at VARCHAR(40) NOT NULL, UNIQUE (name, version))""",
+        """CREATE TABLE api_keys (
+            {id}, name VARCHAR(200) NOT NULL, key_sha256 CHAR(64) NOT NULL UNIQUE,
+            prefix VARCHAR(20) NOT NULL, created_at VARCHAR(40) NOT NULL, revoked_at VARCHAR(40))""",
+        """CREATE TABLE usage (
+            key_id INTEGER PRIMARY KEY REFERENCES api_keys(id), requests BIGINT NOT NULL DEFAULT 0,
+            predictions BIGINT NOT NULL DEFAULT 0, compute_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+            last_used VARCHAR(40))""",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def home() -> Path:
+    return Path(os.environ.get("MODELYARD_HOME", Path.home() / ".modelyard")).expanduser()
+
+
+def database_url() -> str:
+    url = os.environ.get("MODELYARD_DB_URL")
+    if url:
+        return url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
+    folder = home()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'registry.db'}"
+
+
+ID_COLUMN = {"sqlite": "id INTEGER PRIMARY KEY", "postgresql": "id SERIAL PRIMARY KEY"}
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None  # SQLAlchemy's recipe: we emit BEGIN ourselves (see _sqlite_begin)
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; concurrent CLIs and servers
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def connect(url: str | None = None) -> Engine:
+    """An engine on the registry, its schema migrated to the current version."""
+    url = url or database_url()
+    if url in _ENGINES:
+        return _ENGINES[url]
+    try:
+        engine = create_engine(url, future=True, pool_pre_ping=True)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+            # BEGIN IMMEDIATE takes the write lock at the start, so two processes registering at once queue
+            # instead of both reading the same "latest version" and one failing at commit.
+            event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        migrate(engine)
+    except ModelyardError:
+        raise
+    except Exception as exc:  # a wrong URL, a server that is down, a folder we cannot write
+        shown = url.split("@")[-1] if "@" in url else url  # never print a password
+        raise RegistryError(f"cannot open the model registry at {shown}: {exc.__class__.__name__}: {exc}. "
+                            "Check MODELYARD_DB_URL (or MODELYARD_HOME for the default SQLite file)") from None
+    _ENGINES[url] = engine
+    return engine
+
+
+def migrate(engine: Engine) -> int:
+    """Apply the migrations this database lacks; returns the schema version."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # two servers starting at once migrate one after the other
+            conn.execute(text("SELECT pg_advisory_xact_lock(7240041)"))
+        conn.execute(text("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"))
+        row = conn.execute(text("SELECT version FROM schema_version")).first()
+        current = row[0] if row else 0
+        if current > SCHEMA_VERSION:
+            raise RegistryError(f"the registry's schema is version {current}, newer than this modelyard knows "
+                                f"({SCHEMA_VERSION}); upgrade modelyard")
+        id_column = ID_COLUMN.get(engine.dialect.name, ID_COLUMN["postgresql"])
+        for statements in MIGRATIONS[current:]:
+            for sql in statements:
+                conn.execute(text(sql.replace("{id}", id_column)))
+        if row is None:
+            conn.execute(text("INSERT INTO schema_version (version) VALUES (:v)"), {"v": SCHEMA_VERSION})
+        elif current < SCHEMA_VERSION:
+            conn.execute(text("UPDATE schema_version SET version = :v"), {"v": SCHEMA_VERSION})
+    return SCHEMA_VERSION
