@@ -101,9 +101,12 @@ class Predictor:
         return self.preprocessor.read_inputs(path)
 
     def predict_proba(self, inputs, *, batch_size: int = 512) -> np.ndarray:
+        return self.proba_of(self.transform(inputs), batch_size=batch_size)
+
+    def proba_of(self, x, *, batch_size: int = 512) -> np.ndarray:
+        """Probabilities for inputs already through `transform` (the server batches these)."""
         from modelyard.inference import predict_tensor
 
-        x = self.transform(inputs)
         if self.estimator:
             return self.model.predict_proba(x)
         return predict_tensor(self.model, x, batch_size=batch_size, device=self.device)

@@ -10,6 +10,7 @@ from modelyard.cli.config_cmd import config
 from modelyard.cli.reference_cmd import reference_demo
 from modelyard.cli.run_cmds import evaluate, generate, predict, train
 from modelyard.cli.registry_cmds import keys, models
+from modelyard.cli.serve_cmd import serve
 from modelyard.cli.value_cmd import value
 from modelyard.errors import ModelyardError
 
@@ -27,6 +28,7 @@ cli.add_command(generate)
 cli.add_command(value)
 cli.add_command(models)
 cli.add_command(keys)
+cli.add_command(serve)
 cli.add_command(config)
 cli.add_command(reference_demo)
 

@@ -1,0 +1,33 @@
+"""`modelyard serve`: serve a run or a registered model over HTTP."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("model", metavar="MODEL")
+@click.option("--name", help="The model's name in URLs (default: its registry name, else the experiment name).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; 0.0.0.0 exposes the server.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
+@click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(1, 4096),
+              help="Items per forward pass; 1 turns dynamic batching off.")
+@click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0, 1000),
+              help="How long the first request of a batch waits for others.")
+@click.option("--max-body-mb", default=4.0, show_default=True, type=click.FloatRange(0.001, 1024),
+              help="Larger request bodies get 413.")
+@click.option("--max-items", default=1024, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Most items in one request.")
+@click.option("--no-auth", is_flag=True, help="Serve without API keys (local experiments only).")
+def serve(model: str, name: str | None, host: str, port: int, workers: int, max_batch_size: int,
+          max_wait_ms: float, max_body_mb: float, max_items: int, no_auth: bool) -> None:
+    """Serve MODEL (a run directory, NAME for its production version, or NAME:VERSION) over HTTP."""
+    from modelyard.serving.app import ServerConfig, serve as run_server
+
+    if no_auth:
+        click.echo("warning: --no-auth: anyone who can reach this port can use the model", err=True)
+    cfg = ServerConfig(model=model, name=name, auth=not no_auth, max_batch_size=max_batch_size,
+                       max_wait_ms=max_wait_ms, max_body_bytes=int(max_body_mb * 2**20), max_items=max_items)
+    click.echo(f"serving {model} on http://{host}:{port} (docs: http://{host}:{port}/docs)", err=True)
+    run_server(cfg, host=host, port=port, workers=workers)
