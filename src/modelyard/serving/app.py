@@ -82,6 +82,8 @@ class _Limits:
                                          if k.lower() not in (b"content-length", b"inference-header-content-length",
                                                               b"content-type")]
                          + [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())])
+        elif "content-type" not in headers:  # tritonclient sends JSON bodies without a Content-Type
+            scope = dict(scope, headers=[*scope["headers"], (b"content-type", b"application/json")])
         sent = False
 
         async def replay():

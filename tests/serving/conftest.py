@@ -1,0 +1,88 @@
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+import modelyard
+from tests.conftest import run_cli, tiny_config
+
+
+@pytest.fixture(scope="session")
+def registry_home(tmp_path_factory):
+    """A registry of its own for the serving tests (MODELYARD_HOME), shared with the servers they start."""
+    home = tmp_path_factory.mktemp("home")
+    os.environ["MODELYARD_HOME"] = str(home)
+    return home
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model, *args, env=None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "modelyard", "serve", str(model), "--port",
+                                      str(self.port), *map(str, args)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.proc.stderr.read()}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise AssertionError("server did not become ready in 120 s")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None and httpx.get(f"{self.url}/v2/health/live").status_code == 200
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err
+
+
+@pytest.fixture(scope="session")
+def api_key(registry_home):
+    return run_cli("keys", "create", "--name", "tests", check=True).stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def image_run(tmp_path_factory):
+    return modelyard.train(tiny_config(name="digits"), output=tmp_path_factory.mktemp("runs"), quiet=True)
+
+
+@pytest.fixture(scope="session")
+def text_run(tmp_path_factory, topics_csv):
+    cfg = tiny_config(name="topics", data={"source": f"csv:{topics_csv}", "text": "description", "target": "topic",
+                                           "tokenizer": {"vocab_size": 200, "max_length": 16}})
+    cfg["model"] = {"name": "text-transformer", "d_model": 16, "n_layers": 1, "n_heads": 2}
+    return modelyard.train(cfg, output=tmp_path_factory.mktemp("runs"), quiet=True)
+
+
+@pytest.fixture(scope="session")
+def image_server(image_run, api_key):
+    server = Server(image_run.path, "--name", "digits")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def text_server(text_run, api_key):
+    server = Server(text_run.path, "--name", "topics", "--max-body-mb", "0.01", "--max-items", "50")
+    yield server
+    server.stop()
