@@ -86,3 +86,34 @@ def text_server(text_run, api_key):
     server = Server(text_run.path, "--name", "topics", "--max-body-mb", "0.01", "--max-items", "50")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A throwaway PostgreSQL cluster on loopback (`make test` installs Debian's postgresql when it is missing)."""
+    import glob
+    import shutil as sh
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not bins:
+        pytest.fail("PostgreSQL is not installed: run `make test`, which installs Debian's postgresql package")
+    bindir = bins[-1]
+    import tempfile
+    from pathlib import Path
+
+    base = Path(tempfile.mkdtemp(prefix="modelyard-pg-"))  # not under pytest's tmp: that is private to root
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    as_user = []
+    if os.geteuid() == 0:  # the server refuses to run as root: use the postgres account
+        as_user = ["runuser", "-u", "postgres", "--"]
+        base.chmod(0o777)
+        sock.chmod(0o777)
+    port = free_port()
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
+    run(f"{bindir}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    run(f"{bindir}/pg_ctl", "-D", str(data), "-w", "-l", str(base / "log"), "-o",
+        f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    yield f"postgresql://postgres@127.0.0.1:{port}"
+    run(f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop")
+    sh.rmtree(base, ignore_errors=True)

@@ -47,7 +47,7 @@ def home() -> Path:
 def database_url() -> str:
     url = os.environ.get("MODELYARD_DB_URL")
     if url:
-        return url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
+        return url
     folder = home()
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'registry.db'}"
@@ -71,6 +71,8 @@ _ENGINES: dict[str, Engine] = {}
 def connect(url: str | None = None) -> Engine:
     """An engine on the registry, its schema migrated to the current version."""
     url = url or database_url()
+    if url.startswith("postgresql://"):  # the driver modelyard installs: psycopg 3
+        url = url.replace("postgresql://", "postgresql+psycopg://", 1)
     if url in _ENGINES:
         return _ENGINES[url]
     try:
