@@ -134,3 +134,30 @@ def test_usage_is_metered_per_key(image_server, api_key):
     key = api_key[:10]
     assert after[key]["requests"] >= before[key]["requests"] + 1
     assert after[key]["predictions"] >= before[key]["predictions"] + 4 and after[key]["compute_ms"] > 0
+
+
+def test_language_model_streams_generated_text(tmp_path, corpus_txt, api_key):
+    from tests.conftest import tiny_config
+    from tests.serving.conftest import Server
+
+    cfg = tiny_config(name="lm", data={"source": f"text:{corpus_txt}", "block_size": 16,
+                                       "tokenizer": {"vocab_size": 120}}, train={"epochs": 1, "batch_size": 16})
+    cfg["model"] = {"name": "gpt", "d_model": 16, "n_layers": 1, "n_heads": 2}
+    run = modelyard.train(cfg, output=tmp_path, quiet=True)
+    expected = modelyard.load(run.path).complete("the garden", max_new_tokens=12, seed=3)
+    server = Server(run.path, "--name", "lm")
+    try:
+        body = {"prompt": "the garden", "max_new_tokens": 12, "seed": 3}
+        with httpx.stream("POST", f"{server.url}/v1/models/lm/generate", json=body, headers=auth(api_key)) as r:
+            assert r.status_code == 200
+            text = "".join(r.iter_text())
+        assert text == expected
+        r = httpx.post(f"{server.url}/v1/models/lm/predict", json={"texts": ["x"]}, headers=auth(api_key))
+        assert r.status_code == 400 and "generate" in r.json()["error"]
+        r = httpx.post(f"{server.url}/v1/models/lm/generate", json={"prompt": ""}, headers=auth(api_key))
+        assert r.status_code == 422
+        v2 = {"inputs": [{"name": "prompt", "shape": [1], "datatype": "BYTES", "data": ["the garden"]}]}
+        r = httpx.post(f"{server.url}/v2/models/lm/infer", json=v2, headers=auth(api_key))
+        assert r.status_code == 200 and isinstance(r.json()["outputs"][0]["data"][0], str)
+    finally:
+        server.stop()
