@@ -109,7 +109,7 @@ def test_failed_run_keeps_its_directory_and_says_failed(tmp_path):
     proc = run_cli("train", cfg, "--output", tmp_path / "runs")
     from modelyard.models import MODELS
 
-    readers = ", ".join(e.name for e in MODELS if "sequence" in e.meta["reads"])
+    readers = ", ".join(sorted(e.name for e in MODELS if "sequence" in e.meta["reads"]))
     assert proc.returncode == 2 and f"cannot read sequence data; models that can: {readers}" in proc.stderr
     assert "mnist1d-cnn" in readers
     (run_dir,) = (tmp_path / "runs").iterdir()

@@ -86,7 +86,8 @@ def test_dict_configs_validate_too():
         load_config(tiny_config(model={"name": "mlp", "hidden_sizes": [8, -1]}))
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(p for p in (ROOT / "examples").glob("*.yaml") if not p.name.startswith("value-")),
+                         ids=lambda p: p.name)
 def test_every_example_config_is_valid(path):
     cfg = load_config(path)
     assert cfg.data.source and cfg.model.name in path.read_text()
