@@ -159,5 +159,17 @@ def test_language_model_streams_generated_text(tmp_path, corpus_txt, api_key):
         v2 = {"inputs": [{"name": "prompt", "shape": [1], "datatype": "BYTES", "data": ["the garden"]}]}
         r = httpx.post(f"{server.url}/v2/models/lm/infer", json=v2, headers=auth(api_key))
         assert r.status_code == 200 and isinstance(r.json()["outputs"][0]["data"][0], str)
+
+        # Graceful shutdown: a generation under way when SIGTERM arrives still finishes.
+        long = {"prompt": "the garden", "max_new_tokens": 1500, "seed": 4}
+        full = modelyard.load(run.path).complete("the garden", max_new_tokens=1500, seed=4, stop_at_eos=True)
+        pieces = []
+        with httpx.stream("POST", f"{server.url}/v1/models/lm/generate", json=long, headers=auth(api_key)) as r:
+            for i, piece in enumerate(r.iter_text()):
+                if i == 0:
+                    server.proc.terminate()
+                pieces.append(piece)
+        assert "".join(pieces) == full
+        assert server.proc.wait(30) in (0, -15)  # uvicorn re-raises SIGTERM once it has shut down cleanly
     finally:
         server.stop()
