@@ -173,3 +173,17 @@ def test_language_model_streams_generated_text(tmp_path, corpus_txt, api_key):
         assert server.proc.wait(30) in (0, -15)  # uvicorn re-raises SIGTERM once it has shut down cleanly
     finally:
         server.stop()
+
+
+def test_several_workers_serve_the_same_model(image_run, api_key):
+    from tests.serving.conftest import Server
+
+    server = Server(image_run.path, "--name", "digits", "--workers", "2")
+    try:
+        x = load_digits().images[:2].astype(np.float32)
+        answers = [httpx.post(f"{server.url}/v2/models/digits/infer", json=v2_image(x), headers=auth(api_key))
+                   for _ in range(6)]
+        assert all(r.status_code == 200 for r in answers)
+        assert len({str(r.json()["outputs"][0]["data"]) for r in answers}) == 1
+    finally:
+        server.stop()
