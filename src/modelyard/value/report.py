@@ -61,6 +61,11 @@ def tornado(result: dict) -> bytes:
     return _png(fig)
 
 
+def _g(x) -> str:
+    """Small amounts (a fraction of a cent per prediction) with 3 significant digits."""
+    return "n/a" if x is None else f"{x:.3g}"
+
+
 def _f(x, digits: int = 2) -> str:
     if x is None:
         return "n/a"
@@ -73,7 +78,7 @@ def write_value_report(path, result: dict) -> None:
     for r in result["candidates"] + [result["do_nothing"]]:
         model = r["kind"] == "model"
         ev = r["value_per_prediction"]
-        ci = f" ({_f(ev['low'], 4)} to {_f(ev['high'], 4)})" if model and ev.get("low") is not None else ""
+        ci = f" ({_g(ev['low'])} to {_g(ev['high'])})" if model and ev.get("low") is not None else ""
         mark = "" if not model else ("" if r["meets_slo"] else " (breaks the SLO)") + \
             (" (dominated)" if r["dominated_value_cost"] else "")
         rows.append(
@@ -83,7 +88,7 @@ def write_value_report(path, result: dict) -> None:
             f"<td>{_f(r.get('predictions_per_second'), 0) if model else '-'}</td>"
             f"<td>{_f(r['parameters'], 0) if model and r.get('parameters') else '-'}</td>"
             f"<td>{_f(r['bytes_on_disk'] / 2**20, 1) if model else '-'}</td>"
-            f"<td>{_f(ev['value'], 4)}{ci}</td><td>{_f(r['cost_per_1000'], 4)}</td>"
+            f"<td>{_g(ev['value'])}{ci}</td><td>{_g(r['cost_per_1000'])}</td>"
             f"<td>{_f(r['monthly_net'], 0)}</td><td>{_f(r['horizon_total'], 0)}</td>"
             f"<td>{_f(r['roi']) if r['roi'] is not None else '-'}</td>"
             f"<td>{r['payback_month'] if r['payback_month'] is not None else 'never'}</td>"
@@ -92,7 +97,7 @@ def write_value_report(path, result: dict) -> None:
         )
     rules = "".join(
         f"<tr><td>{html.escape(r['name'])}</td>"
-        + "".join(f"<td>{_f(r['decision_rules']['rules'].get(k, {}).get('test'), 4)}</td>"
+        + "".join(f"<td>{_g(r['decision_rules']['rules'].get(k, {}).get('test'))}</td>"
                   for k in ("argmax", "value_optimal", "value_optimal_abstain"))
         + f"<td>{html.escape(r['decision_rules']['chosen'])}</td></tr>"
         for r in result["candidates"]
