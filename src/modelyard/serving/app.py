@@ -253,18 +253,19 @@ def create_app(cfg: ServerConfig) -> FastAPI:
             text = await asyncio.to_thread(with_lock)
             return InferResponse(model_name=name, model_version=version, id=body.id,
                                  outputs=[TensorOut(name="text_output", shape=[1], datatype="BYTES", data=[text])])
-        x, n = decode_v2(body, pre, cfg.max_items)
-        prob = await predict_items(x, n, key)
-        labels = [model.labels[i] for i in prob.argmax(axis=1)]
-        outputs = [TensorOut(name="probabilities", shape=list(prob.shape), datatype="FP32",
-                             data=prob.astype(np.float32).reshape(-1).tolist()),
-                   TensorOut(name="label", shape=[n], datatype="BYTES", data=labels)]
         wanted = {o.name for o in body.outputs or []}
         if wanted - {"probabilities", "label"}:
             raise BadRequest(f"unknown output(s) {sorted(wanted - {'probabilities', 'label'})}; "
                              "this model has probabilities and label")
-        return InferResponse(model_name=name, model_version=version, id=body.id,
-                             outputs=[o for o in outputs if not wanted or o.name in wanted])
+        x, n = decode_v2(body, pre, cfg.max_items)
+        prob = await predict_items(x, n, key)
+        labels = [model.labels[i] for i in prob.argmax(axis=1)]
+        outputs = [{"name": "probabilities", "shape": list(prob.shape), "datatype": "FP32",
+                    "data": prob.astype(np.float32).reshape(-1).tolist()},
+                   {"name": "label", "shape": [n], "datatype": "BYTES", "data": labels}]
+        # A plain JSONResponse: InferResponse documents it; validating it again would cost every request.
+        return JSONResponse({"model_name": name, "model_version": version, "id": body.id,
+                             "outputs": [o for o in outputs if not wanted or o["name"] in wanted]})
 
     @app.post("/v1/models/{model_name}/predict", response_model=PredictResponse, responses=ERRORS, tags=["v1"])
     async def predict(model_name: str, body: PredictRequest, key=Depends(api_key)) -> PredictResponse:
@@ -274,9 +275,9 @@ def create_app(cfg: ServerConfig) -> FastAPI:
             raise BadRequest(f"{name} is a language model: POST /v1/models/{name}/generate")
         x, n = decode_v1(body, pre, cfg.max_items)
         prob = await predict_items(x, n, key)
-        return PredictResponse(model=name, predictions=[
+        return JSONResponse({"model": name, "predictions": [
             {"label": model.labels[int(p.argmax())], "confidence": float(p.max()),
-             "probabilities": {lab: float(v) for lab, v in zip(model.labels, p)}} for p in prob])
+             "probabilities": {lab: float(v) for lab, v in zip(model.labels, p)}} for p in prob]})
 
     @app.post("/v1/models/{model_name}/generate", responses={**ERRORS, 200: {"content": {"text/plain": {}},
                                                                            "description": "Streamed text."}},
