@@ -3,7 +3,9 @@
 
 Runs each example's own `modelyard train` command in turn, in one go, on the same split, and prints test
 accuracy, macro-F1, training time and whole-command time, then the ratios.
-Usage: python bench/text_baseline.py [--no-lora]
+Usage: python bench/text_baseline.py [--no-lora] [--keep DIR]
+  --keep DIR: write the runs under DIR and keep them (for `modelyard value`), and reuse a finished run of an
+  example found there instead of training it again.
 """
 
 import json
@@ -17,22 +19,32 @@ from _common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 configs = ["debian-tfidf", "debian-minilm"] + ([] if "--no-lora" in sys.argv else ["debian-minilm-lora"])
+keep = sys.argv[sys.argv.index("--keep") + 1] if "--keep" in sys.argv else None
 results = {}
-with tempfile.TemporaryDirectory() as out:
+with tempfile.TemporaryDirectory() as tmp:
+    out = keep or tmp
     for name in configs:
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "modelyard", "train", str(ROOT / f"examples/{name}.yaml"),
-                               "--output", out], capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if proc.returncode:
-            sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
-        m = json.loads(Path(proc.stdout.strip().splitlines()[-1], "metrics.json").read_text())
+        done = sorted(p for p in Path(out).glob(f"{name}-2*") if (p / "model" / "modelyard.json").is_file())
+        wall = None
+        if done:
+            run_dir = done[-1]
+            print(f"{name}: reusing {run_dir}", flush=True)
+        else:
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "modelyard", "train", str(ROOT / f"examples/{name}.yaml"),
+                                   "--output", out], capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            if proc.returncode:
+                sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
+            run_dir = proc.stdout.strip().splitlines()[-1]
+        m = json.loads(Path(run_dir, "metrics.json").read_text())
         results[name] = dict(acc=m["test"]["accuracy"], f1=m["test"]["f1_macro"], low=m["test"]["headline"]["low"],
                              high=m["test"]["headline"]["high"], train_s=m["train_time_s"], wall_s=wall,
                              params=m["parameters"], trainable=m["trainable_parameters"])
         r = results[name]
         print(f"{name:20s} test accuracy {r['acc']:.4f} (95% CI {r['low']:.3f}-{r['high']:.3f})  macro-F1 "
-              f"{r['f1']:.4f}  training {r['train_s']:.1f} s  whole command {r['wall_s']:.1f} s  trainable "
+              f"{r['f1']:.4f}  training {r['train_s']:.1f} s  whole command "
+              f"{'%.1f s' % r['wall_s'] if r['wall_s'] else '(reused)'}  trainable "
               f"{r['trainable']:,} of {r['params']:,} ({r['trainable'] / r['params']:.2%})", flush=True)
 print(f"machine: {machine()}")
 base, big = results["debian-tfidf"], results["debian-minilm"]
