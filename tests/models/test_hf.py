@@ -125,3 +125,16 @@ def test_causal_hf_model_trains_on_a_corpus_and_generates_with_its_cache(tmp_pat
     assert cached == ids[len(prompt):]
     proc = run_cli("generate", run.path, "--prompt", "the garden", "--max-new-tokens", "5", "--seed", "1")
     assert proc.returncode == 0 and proc.stdout.startswith("the garden")
+
+
+def test_length_sorted_sub_batches_change_no_answer(tiny_bert_dir):
+    torch.manual_seed(0)
+    model = build(tiny_bert_dir).eval()
+    ids = torch.zeros(13, 20, dtype=torch.long)
+    for i in range(13):
+        n = 3 + (i * 7) % 17
+        ids[i, :n] = torch.randint(1000, 2000, (n,))
+    with torch.no_grad():
+        batched = model(ids)
+        alone = torch.cat([model(ids[i:i + 1]) for i in range(13)])
+    assert torch.allclose(batched, alone, atol=1e-5)

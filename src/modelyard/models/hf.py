@@ -110,9 +110,25 @@ class HFClassifier(nn.Module):
         super().__init__()
         self.hf, self.pad_id, self.source = model, pad_id, source
 
+    BUCKET = 8  # rows per length-sorted sub-batch at inference
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         keep = ids != self.pad_id
         keep[:, 0] = True
+        if self.training or len(ids) <= self.BUCKET:
+            return self._logits(ids, keep)
+        # Inference on a batch of mixed lengths: padded to its longest text, a batch of 32 cost as much as
+        # 32 texts one by one (measured, MiniLM on 2 CPU cores). Sub-batches of similar length waste little
+        # padding; each row is computed under its own mask either way, so the answers do not change.
+        lengths = keep.sum(dim=1)
+        order = torch.argsort(lengths, stable=True)
+        out = torch.empty(len(ids), self.hf.config.num_labels, dtype=torch.float32, device=ids.device)
+        for i in range(0, len(ids), self.BUCKET):
+            rows = order[i:i + self.BUCKET]
+            out[rows] = self._logits(ids[rows], keep[rows]).float()
+        return out
+
+    def _logits(self, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         # Columns that are padding in every row change nothing under the attention mask: drop them.
         length = int(keep.any(dim=0).nonzero().max()) + 1
         return self.hf(input_ids=ids[:, :length], attention_mask=keep[:, :length].long()).logits
