@@ -93,23 +93,33 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
 
 
 def _finish(cfg: ExperimentConfig, run: RunDir, bundle, loop, state, sizes: dict) -> Run:
-    from safetensors.torch import load_model
-
     from modelyard.inference import predict_dataset
 
-    model = loop.module
-    best = run.checkpoints / "best" / "model.safetensors"
-    if best.is_file():
-        load_model(model, str(best))
+    model = _best_model(run, loop)
     device = loop.acc.device
     predictions = {}
     for split, dataset, names in (("val", bundle.val, bundle.val_names), ("test", bundle.test, bundle.test_names)):
         y, prob, _ = predict_dataset(model, dataset, device=device)
         predictions[split] = (y, prob, names)
-    facts = dict(train_time_s=state.train_time_s, epochs=state.epoch, steps=state.step, best_epoch=state.best_epoch,
-                 monitor=cfg.train.monitor, best_value=state.best_value, stopped_early=state.stopped_early,
-                 processes=loop.world, energy=energy_summary(state.energy), **sizes)
-    return _score_and_save(cfg, run, bundle, model, predictions, facts)
+    return _score_and_save(cfg, run, bundle, model, predictions, _training_facts(cfg, loop, state, sizes))
+
+
+def _training_facts(cfg: ExperimentConfig, loop, state, sizes: dict) -> dict:
+    """What metrics.json says about the training itself."""
+    return dict(train_time_s=state.train_time_s, epochs=state.epoch, steps=state.step, best_epoch=state.best_epoch,
+                monitor=cfg.train.monitor, best_value=state.best_value, stopped_early=state.stopped_early,
+                processes=loop.world, energy=energy_summary(state.energy), **sizes)
+
+
+def _best_model(run: RunDir, loop):
+    """The trained module with the best checkpoint's weights (the last ones if no epoch was ever best)."""
+    from safetensors.torch import load_model
+
+    model = loop.module
+    best = run.checkpoints / "best" / "model.safetensors"
+    if best.is_file():
+        load_model(model, str(best))
+    return model
 
 
 def _fit_estimator(cfg: ExperimentConfig, run: RunDir, acc) -> Run:
@@ -119,6 +129,7 @@ def _fit_estimator(cfg: ExperimentConfig, run: RunDir, acc) -> Run:
     from modelyard.data import read_splits
     from modelyard.data.base import DataBundle
     from modelyard.data.text import TextPreprocessor
+    from modelyard.energy import EnergyMeter
     from modelyard.models import count_parameters, create_model
 
     raw, parts, labels = read_splits(cfg.data, cfg.seed)
@@ -128,8 +139,6 @@ def _fit_estimator(cfg: ExperimentConfig, run: RunDir, acc) -> Run:
     index = {lab: i for i, lab in enumerate(labels)}
     texts = {name: [raw.x[i] for i in idx] for name, idx in parts.items()}
     y = {name: np.array([index[v] for v in raw.y[idx]]) for name, idx in parts.items()}
-    from modelyard.energy import EnergyMeter
-
     meter, t0 = EnergyMeter(), time.perf_counter()
     model.fit(texts["train"], y["train"], texts["val"], y["val"])
     seconds = time.perf_counter() - t0
@@ -173,17 +182,12 @@ def _finish_lm(cfg: ExperimentConfig, run: RunDir, bundle, loop, state, sizes: d
     """A language model: validation loss and perplexity beside the unigram baseline's, a few samples."""
     import math
 
-    from safetensors.torch import load_model
-
     from modelyard.artifact import save_artifact
     from modelyard.generation import LanguageModel
     from modelyard.inference import lm_eval
     from modelyard.report.lm import write_lm_report
 
-    model = loop.module
-    best = run.checkpoints / "best" / "model.safetensors"
-    if best.is_file():
-        load_model(model, str(best))
+    model = _best_model(run, loop)
     pre = bundle.preprocessor
     loss, accuracy, tokens = lm_eval(model, bundle.val, device=loop.acc.device)
     log_p = pre.unigram_log_probs(bundle.texts["train"])
@@ -195,10 +199,7 @@ def _finish_lm(cfg: ExperimentConfig, run: RunDir, bundle, loop, state, sizes: d
     metrics = {
         "val": {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "token_accuracy": accuracy, "tokens": tokens,
                 "unigram_loss": unigram_loss, "unigram_perplexity": math.exp(unigram_loss)},
-        "samples": samples, "train_time_s": state.train_time_s, "epochs": state.epoch, "steps": state.step,
-        "best_epoch": state.best_epoch, "monitor": cfg.train.monitor, "best_value": state.best_value,
-        "stopped_early": state.stopped_early, "processes": loop.world, "energy": energy_summary(state.energy),
-        **sizes,
+        "samples": samples, **_training_facts(cfg, loop, state, sizes),
     }
     run.write_json(run.metrics_path, metrics)
     save_artifact(run.model_dir, model, model_cfg=cfg.model, input_shape=bundle.input_shape, labels=[],
