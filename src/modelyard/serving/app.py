@@ -178,6 +178,8 @@ def create_app(cfg: ServerConfig) -> FastAPI:
                 from modelyard.store.keys import verify_key
 
                 record_ = await asyncio.to_thread(verify_key, key.strip(), url=cfg.db_url)
+                if len(key_cache) > 10_000:  # random keys from a client must not grow it without bound
+                    key_cache.clear()
                 key_cache[key] = (time.monotonic() + 10.0, record_)
         if record_ is None:
             metrics.auth_failures.inc()
