@@ -139,7 +139,7 @@ def recommendation(rows: list[dict], best: int | None, s: Scenario) -> str:
     slope = lambda o: (o["value_per_prediction"]["value"] - o["cost_per_1000"] / 1000) * s.horizon_months  # noqa: E731
     cross = ec.crossover_volume(slope(b), b["one_off"]["total"], slope(r), r["one_off"]["total"])
     tail = ""
-    if cross is not None:
+    if cross is not None and cross >= 0.01 * s.volume_per_month:  # a crossover near zero volume says nothing
         side = "below" if slope(b) > slope(r) else "above"
         tail = f"; {side} {cross:,.0f} predictions/month {r['name']} is better"
     return (f"{b['name']} earns {_money(b['monthly_net'] - r['monthly_net'], cur)}/month more than {r['name']} at "
