@@ -17,7 +17,7 @@ from torch import nn
 
 from modelyard.errors import ModelError
 from modelyard.models.base import register_model
-from modelyard.models.transformer import TransformerSizes, feed_forward
+from modelyard.models.transformer import TransformerSizes, feed_forward, split_heads
 
 
 class GPTConfig(TransformerSizes):
@@ -48,8 +48,7 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        q, k, v = split_heads(self.qkv(x), self.n_heads)  # each (B, H, T, D)
         mask, causal = None, True
         if cache is not None:
             start = cache.pos

@@ -40,6 +40,12 @@ def feed_forward(cfg: TransformerSizes) -> nn.Sequential:
                          nn.Linear(cfg.ff_mult * cfg.d_model, cfg.d_model), nn.Dropout(cfg.dropout))
 
 
+def split_heads(qkv: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A fused (B, T, 3C) query/key/value projection -> q, k, v, each (B, H, T, C / H)."""
+    B, T, C3 = qkv.shape
+    return tuple(t.view(B, T, n_heads, C3 // 3 // n_heads).transpose(1, 2) for t in qkv.split(C3 // 3, dim=2))
+
+
 class TextTransformerConfig(TransformerSizes):
     name: Literal["text-transformer"] = "text-transformer"
     pooling: Literal["mean", "cls"] = "mean"
@@ -54,8 +60,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
-        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        q, k, v = split_heads(self.qkv(x), self.n_heads)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :],  # (B, 1, 1, T): keys to use
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)

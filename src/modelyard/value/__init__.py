@@ -24,7 +24,7 @@ def __getattr__(name):  # the submodules import torch and friends only when used
 
         return measure
     if name == "compare":
-        from modelyard.value.compare import compare
+        from modelyard.value.compare import compare, same_labels
 
         return compare
     raise AttributeError(name)
@@ -48,7 +48,7 @@ def value(runs: list[str | Path], scenario, *, output: str | Path | None = None,
     from modelyard.artifact import resolve_model_dir
     from modelyard.errors import ConfigError
     from modelyard.runs import utc_stamp
-    from modelyard.value.compare import compare
+    from modelyard.value.compare import compare, same_labels
     from modelyard.value.measure import measure, measure_isolated
     from modelyard.value.report import write_value_report
     from modelyard.value.scenario import Scenario, load_scenario
@@ -62,12 +62,7 @@ def value(runs: list[str | Path], scenario, *, output: str | Path | None = None,
         if meta.get("task") == "lm":
             raise ConfigError(f"{run} is a language model; `modelyard value` compares classifiers")
         labels[str(run)] = meta["labels"]
-    first = next(iter(labels.values()))
-    for run, labs in labels.items():
-        if labs != first:
-            raise ConfigError(f"cannot compare runs with different label sets: {runs[0]} has {first}, {run} has "
-                              f"{labs}; compare runs of the same task")
-    s.outcomes.matrix(first)  # a value matrix that does not fit the labels fails now
+    s.outcomes.matrix(same_labels(labels))  # a value matrix that does not fit the labels fails now
     get = measure_isolated if isolated else measure
     measurements = [get(run, budget_s=budget_s, device=device) for run in runs]
     result = compare(measurements, s)

@@ -19,14 +19,22 @@ FACTORS = {"volume": "predictions per month", "outcome_values": "what outcomes a
 def check_comparable(measurements: list[dict]) -> list[str]:
     """The shared label list. Runs of different tasks, label sets or test sets cannot be compared."""
     first = measurements[0]
+    same_labels({m["name"]: m["labels"] for m in measurements})
     for m in measurements[1:]:
-        if m["labels"] != first["labels"]:
-            raise ConfigError(f"cannot compare {first['name']} and {m['name']}: different label sets "
-                              f"({first['labels']} vs {m['labels']}); compare runs of the same task")
         if m["predictions"]["test"][0] != first["predictions"]["test"][0]:
             raise ConfigError(f"cannot compare {first['name']} and {m['name']}: they were tested on different "
                               "examples; train them on the same data source and split")
     return first["labels"]
+
+
+def same_labels(labels_by_candidate: dict[str, list[str]]) -> list[str]:
+    """The label list every candidate shares; runs with different label sets cannot be compared."""
+    (first_name, first), *rest = labels_by_candidate.items()
+    for name, labels in rest:
+        if labels != first:
+            raise ConfigError(f"cannot compare {first_name} and {name}: different label sets ({first} vs {labels}); "
+                              "compare runs of the same task")
+    return first
 
 
 def _one_off(m: dict, s: Scenario) -> dict:
