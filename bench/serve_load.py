@@ -4,6 +4,9 @@ Starts `modelyard serve RUN` twice (--max-batch-size 1, then 32), each time send
 single-text /v1 predict requests at a fixed concurrency from one async client, and prints requests/s and
 p50/p95/p99 latency, then the throughput ratio. Target: at concurrency 32, batching on gives at least 3x the
 throughput of batching off, with p95 under 250 ms on a 2-core CPU.
+It first times the model alone (no HTTP), through the server's own path (transform, then proba_of), one text
+per forward against 32 per forward: that ratio bounds what batching can give, whatever the server does, and
+32 x (ms per text at batch 32) bounds the mean latency at concurrency 32 from below (Little's law).
 Usage: python bench/serve_load.py RUN [requests] [concurrency]
        (RUN: a text classifier, e.g. the fine-tuned MiniLM run of examples/debian-minilm.yaml)
 """
@@ -19,6 +22,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+import modelyard
 
 from _common import machine
 
@@ -58,6 +63,23 @@ async def load(url: str, key: str, name: str, pool: list[str]) -> tuple[float, l
         return time.perf_counter() - t0, latencies
 
 
+def model_alone(pool: list[str], n: int = 128, repeats: int = 3) -> tuple[float, float]:
+    """Median ms per text through transform + proba_of: one text per forward, and CONCURRENCY per forward."""
+    model = modelyard.load(run)
+    texts_ = pool[:n]
+    model.proba_of(model.transform(texts_[:CONCURRENCY]))  # warm-up
+    per_text = {}
+    for size in (1, CONCURRENCY):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for i in range(0, n, size):
+                model.proba_of(model.transform(texts_[i:i + size]))
+            times.append((time.perf_counter() - t0) / n * 1000)
+        per_text[size] = statistics.median(times)
+    return per_text[1], per_text[CONCURRENCY]
+
+
 with tempfile.TemporaryDirectory() as home:
     env = {"MODELYARD_HOME": home}
     os.environ.update(env)
@@ -67,6 +89,11 @@ with tempfile.TemporaryDirectory() as home:
     print(f"machine: {machine()}")
     print(f"model: {run}; {REQUESTS} requests of one text each, concurrency {CONCURRENCY}, client and server on "
           "the same machine")
+    one, batched = model_alone(pool)
+    print(f"model alone (no HTTP, median of 3): {one:.1f} ms/text one per forward, {batched:.1f} ms/text "
+          f"{CONCURRENCY} per forward: batching can raise throughput by at most {one / batched:.2f}x here; at most "
+          f"{1000 / batched:.0f} requests/s, so the mean latency at concurrency {CONCURRENCY} is at least "
+          f"{CONCURRENCY * batched:.0f} ms", flush=True)
     results = {}
     for label, args in (("batching off", ["--max-batch-size", "1"]),
                         ("batching on", ["--max-batch-size", "32", "--max-wait-ms", "10"])):

@@ -1,6 +1,7 @@
 """The CLI end to end on tiny data: what a user types, what they see, what is written."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 from PIL import Image
@@ -38,6 +39,7 @@ def test_train_table_then_evaluate_and_predict_a_csv(tmp_path, wine_csv):
     report = json.loads(evaluated.stdout)
     saved = json.loads(open(f"{run_dir}/metrics.json").read())
     assert report["accuracy"] == saved["test"]["accuracy"] and report["split"] == "test"
+    assert [f.name.split("-")[0] for f in (Path(run_dir) / "evaluations").iterdir()] == ["test"]
     whole = json.loads(run_cli("evaluate", run_dir, "--data", f"csv:{wine_csv}", "--output", tmp_path / "m.json",
                                check=True).stdout)
     assert whole["n"] == 178 and json.loads((tmp_path / "m.json").read_text())["n"] == 178

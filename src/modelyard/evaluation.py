@@ -28,6 +28,7 @@ def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None 
     from modelyard.artifact import load
     from modelyard.config import load_config, resolve_source
     from modelyard.data import read_source, read_splits, source_entry
+    from modelyard.data.base import label_indices
     from modelyard.metrics import bootstrap_ci, classification_report
     from modelyard.runs import RunDir
 
@@ -50,11 +51,7 @@ def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None 
         ppl = predictor.perplexity(raw.x)
         return {"perplexity": ppl, "loss": float(np.log(ppl)), "documents": len(raw), "source": source,
                 "split": split, "run": str(rd.path)}
-    unknown = sorted({str(v) for v in raw.y} - set(predictor.labels))
-    if unknown:
-        raise DataError(f"{source} holds label(s) {unknown} the model never learnt (it knows {predictor.labels})")
-    index = {lab: i for i, lab in enumerate(predictor.labels)}
-    y = np.array([index[v] for v in raw.y])
+    y = label_indices(raw.y, predictor.labels, where=source)
     prob = predictor.predict_raw(raw)
     report = classification_report(y, prob, predictor.labels, ece_bins=cfg.evaluate.ece_bins)
     resamples = cfg.evaluate.bootstrap if bootstrap is None else bootstrap

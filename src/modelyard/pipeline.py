@@ -127,7 +127,7 @@ def _fit_estimator(cfg: ExperimentConfig, run: RunDir, acc) -> Run:
     import time
 
     from modelyard.data import read_splits
-    from modelyard.data.base import DataBundle
+    from modelyard.data.base import DataBundle, label_indices
     from modelyard.data.text import TextPreprocessor
     from modelyard.energy import EnergyMeter
     from modelyard.models import count_parameters, create_model
@@ -136,9 +136,8 @@ def _fit_estimator(cfg: ExperimentConfig, run: RunDir, acc) -> Run:
     model = create_model(cfg.model, input_shape=(), num_classes=len(labels), kind=raw.kind)
     if not acc.is_main_process:
         return Run(run.path, {})
-    index = {lab: i for i, lab in enumerate(labels)}
     texts = {name: [raw.x[i] for i in idx] for name, idx in parts.items()}
-    y = {name: np.array([index[v] for v in raw.y[idx]]) for name, idx in parts.items()}
+    y = {name: label_indices(raw.y[idx], labels, where=f"the {name} split") for name, idx in parts.items()}
     meter, t0 = EnergyMeter(), time.perf_counter()
     model.fit(texts["train"], y["train"], texts["val"], y["val"])
     seconds = time.perf_counter() - t0

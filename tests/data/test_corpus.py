@@ -84,6 +84,7 @@ def test_gpt_trains_reports_perplexity_and_generates(tmp_path, corpus_txt):
     assert proc.returncode == 2 and "use `modelyard generate" in proc.stderr
     proc = run_cli("evaluate", run.path)
     assert proc.returncode == 0 and '"perplexity"' in proc.stdout
+    assert [f.name.split("-")[0] for f in (run.path / "evaluations").iterdir()] == ["val"]  # the split it scored
 
 
 def test_generate_refuses_a_classifier_and_bad_arguments(digits_run):

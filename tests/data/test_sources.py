@@ -189,3 +189,11 @@ def test_augmentation_changes_training_batches_only(shapes_dir):
 def test_read_source_returns_raw_examples():
     raw = read_source("builtin:digits", data_cfg(source="builtin:digits"))
     assert raw.kind == "image" and raw.x.shape == (1797, 8, 8) and raw.x.max() == 16
+
+
+def test_label_indices_name_the_labels_a_model_never_learnt():
+    from modelyard.data.base import label_indices
+
+    assert label_indices(np.array(["b", "a", "b"]), ["a", "b"], where="x.csv").tolist() == [1, 0, 1]
+    with pytest.raises(DataError, match=r"new.csv holds label\(s\) \['c', 'd'\] the model never learnt"):
+        label_indices(["a", "d", "c"], ["a", "b"], where="new.csv")

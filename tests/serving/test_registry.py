@@ -1,7 +1,5 @@
 import multiprocessing
 import shutil
-import subprocess
-import sys
 
 import pytest
 

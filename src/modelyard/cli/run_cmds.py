@@ -41,7 +41,7 @@ def train(config_file: str | None, overrides: tuple[str, ...], output: str, resu
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--data", "source", metavar="SOURCE", help="Score every example of this data.source instead, e.g. csv:new.csv.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Where to write the metrics JSON "
-              "(default: RUN/evaluations/<source>.json).")
+              "(default: RUN/evaluations/<source or split>-<time>.json).")
 def evaluate(run: str, source: str | None, output: str | None) -> None:
     """Evaluate the saved model of RUN on its test split, or on another dataset with --data."""
     from modelyard.evaluation import evaluate as run_evaluation
@@ -50,7 +50,7 @@ def evaluate(run: str, source: str | None, output: str | None) -> None:
     report = run_evaluation(run, data=source)
     text = json.dumps(report, indent=2)
     if output is None:
-        slug = "".join(c if c.isalnum() else "-" for c in (source or "test"))[-60:].strip("-")
+        slug = "".join(c if c.isalnum() else "-" for c in (source or report["split"]))[-60:].strip("-")
         output = str(Path(run) / "evaluations" / f"{slug}-{utc_stamp()}.json")
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text(text + "\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from modelyard.data import corpus, digits, imagefolder, mnist1d, tabular, text  # noqa: F401  (registers the sources)
-from modelyard.data.base import DataBundle, RawData, sort_labels
+from modelyard.data.base import DataBundle, RawData, label_indices, sort_labels
 from modelyard.data.preprocess import PREPROCESSORS, preprocessor_from_json
 from modelyard.data.sources import SOURCES
 from modelyard.data.split import split_off_val, stratified_split
@@ -74,14 +74,14 @@ def build_data(cfg, seed: int, pretrained=None) -> DataBundle:
         DataError: naming the file, column, line or image at fault, and how to fix it.
     """
     raw, parts, labels = read_splits(cfg, seed)
-    index = {lab: i for i, lab in enumerate(labels)}
     pre_cls = PREPROCESSORS.get(raw.kind).obj
     train_raw = raw.take(parts["train"])
     pre = pre_cls.fit(train_raw, cfg, pretrained) if pretrained is not None else pre_cls.fit(train_raw, cfg)
     sets = {}
     for name, idx in parts.items():
         part = train_raw if name == "train" else raw.take(idx)
-        targets = np.array([index.get(v, 0) for v in part.y])
+        # read_splits has checked that train holds every label; a corpus has none (its targets are the text)
+        targets = label_indices(part.y, labels, where=f"the {name} split") if labels else np.zeros(len(part), int)
         sets[name] = pre.dataset(part, targets, train=name == "train")
     texts = isinstance(raw.x, list) and raw.kind in ("text", "corpus")
     return DataBundle(

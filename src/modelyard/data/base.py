@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
+from modelyard.errors import DataError
+
 
 @dataclass
 class RawData:
@@ -55,6 +57,19 @@ def sort_labels(values) -> list[str]:
         return sorted(uniq, key=float)
     except ValueError:
         return uniq
+
+
+def label_indices(values, labels: list[str], *, where: str) -> np.ndarray:
+    """Class indices of `values` among `labels`.
+
+    Raises:
+        DataError: `where` holds labels that are not among `labels`, named.
+    """
+    index = {lab: i for i, lab in enumerate(labels)}
+    unknown = sorted({str(v) for v in values} - index.keys())
+    if unknown:
+        raise DataError(f"{where} holds label(s) {unknown} the model never learnt (it knows {labels})")
+    return np.array([index[str(v)] for v in values], dtype=np.int64)
 
 
 @dataclass

@@ -24,7 +24,7 @@ def __getattr__(name):  # the submodules import torch and friends only when used
 
         return measure
     if name == "compare":
-        from modelyard.value.compare import compare, same_labels
+        from modelyard.value.compare import compare
 
         return compare
     raise AttributeError(name)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from modelyard.data.base import label_indices
 from modelyard.errors import RunError
 
 BATCH_SIZES = (1, 8, 32, 128)
@@ -28,8 +29,7 @@ def read_predictions(path: Path, labels: list[str]) -> tuple[np.ndarray, np.ndar
     if not path.is_file():
         raise RunError(f"{path} is missing: the run did not finish, or was made by an older modelyard; retrain it")
     frame = pd.read_csv(path, dtype={"true": str})
-    index = {lab: i for i, lab in enumerate(labels)}
-    y = np.array([index[str(v)] for v in frame["true"]])
+    y = label_indices(frame["true"], labels, where=str(path))
     prob = frame[[f"prob_{lab}" for lab in labels]].to_numpy(dtype=np.float64)
     return y, prob
 
