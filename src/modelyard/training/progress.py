@@ -23,7 +23,10 @@ class TrainingProgress:
 
     def start_epoch(self, epoch: int, done: int = 0) -> None:
         if self.bar:
-            self.bar.reset(self.task, completed=done, epoch=epoch + 1)
+            # reset() with keyword fields replaces all of the task's fields (the columns then raise KeyError),
+            # so the epoch is set with update(), which merges them.
+            self.bar.reset(self.task, completed=done)
+            self.bar.update(self.task, epoch=epoch + 1)
 
     def step(self, loss: float) -> None:
         if self.bar:
