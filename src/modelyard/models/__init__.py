@@ -1,16 +1,21 @@
-"""Model zoo behind one registry. `create_model` builds any of them from its config section."""
+"""Model zoo behind one registry. `create_model` builds any of them from its config section.
+
+Importing this package registers every family from `models/configs.py` and imports no torch; a family's
+module (and torch with it) is imported when `create_model` first builds one.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from modelyard.errors import ModelError
-from modelyard.models import baselines, cnn, gpt, hf, mlp, resnet, tfidf, transformer  # noqa: F401  (registers the families explicitly)
-from modelyard.models.base import MODELS, ModelConfigBase, register_model
-from modelyard.models.weights import load_pretrained, read_state_dict
+from modelyard.models import configs  # noqa: F401  (registers the families explicitly)
+from modelyard.models.base import MODELS, ModelConfigBase, import_ref, register_model
 
-__all__ = ["MODELS", "ModelConfigBase", "create_model", "register_model", "count_parameters", "model_tokenizer",
-           "read_state_dict"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["MODELS", "ModelConfigBase", "create_model", "register_model", "count_parameters", "model_tokenizer"]
 
 
 def create_model(cfg: ModelConfigBase, *, input_shape: tuple[int, ...], num_classes: int, kind: str | None = None,
@@ -36,6 +41,8 @@ def create_model(cfg: ModelConfigBase, *, input_shape: tuple[int, ...], num_clas
     if entry.meta.get("loads_weights"):  # the factory loaded `pretrained` and froze what its mode says
         return model
     if cfg.pretrained:
+        from modelyard.models.weights import load_pretrained
+
         load_pretrained(model, cfg.pretrained, head=head)
     if cfg.freeze_backbone:
         for name, param in model.named_parameters():
@@ -55,5 +62,5 @@ def count_parameters(model) -> dict:
 
 def model_tokenizer(cfg: ModelConfigBase):
     """A pre-trained model's own tokeniser (`data.text.PretrainedTokenizer`), or None to train one on the data."""
-    hook = MODELS.get(cfg.name).meta.get("tokenizer")
-    return hook(cfg) if hook else None
+    hook = MODELS.get(cfg.name).meta.get("tokenizer")  # "module:function"
+    return import_ref(hook)(cfg) if hook else None

@@ -1,8 +1,14 @@
-"""What every model shares: its config base class and the registry."""
+"""What every model shares: its config base class, the registry, and lazily imported factories.
+
+A family registers on its config class (in `models/configs.py`, which imports no torch) and names its factory
+as ``"module:function"``: validating an experiment config needs only pydantic, so a typo in the YAML is
+reported in a fraction of a second, before torch is imported.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import importlib
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,8 +29,40 @@ class ModelConfigBase(BaseModel):
     freeze_backbone: bool = Field(False, description="Train only the classification head.")
 
 
+def import_ref(ref: str) -> Any:
+    """The object a ``"package.module:name"`` reference names, imported now."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class LazyFactory:
+    """A factory named by ``"module:function"``, imported on its first call."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return import_ref(self.ref)(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"LazyFactory({self.ref!r})"
+
+
 # Factories take (cfg, *, input_shape, num_classes) and return an nn.Module.
 # `head` meta names the classifier's parameter prefix: it is what a pretrained file may lack
 # and what freeze_backbone leaves trainable.
 MODELS: Registry = Registry("model")
-register_model = MODELS.register
+
+
+def register_model(name: str, *, factory: str, **meta: Any):
+    """Class decorator: register model family `name` with this config class and its factory ``"module:function"``.
+
+    Example:
+        >>> @register_model("mlp", factory="modelyard.models.mlp:mlp", head="head", reads=("tabular",))
+        ... class MLPConfig(ModelConfigBase): ...
+    """
+    def decorator(config_cls: type[ModelConfigBase]) -> type[ModelConfigBase]:
+        MODELS.register(name, config=config_cls, **meta)(LazyFactory(factory))
+        return config_cls
+
+    return decorator

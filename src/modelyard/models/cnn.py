@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
 import torch
 from torch import nn
 
 from modelyard.errors import ModelError
-from modelyard.models.base import Activation, ModelConfigBase, Width, register_model
+from modelyard.models.configs import CifarCNNConfig, LeNet5Config, Mnist1DCNNConfig
 from modelyard.models.layers import activation, dense_layers, flat_size
 
 
@@ -20,14 +17,6 @@ def _image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int
             "use an image data source or the 'mlp' model"
         )
     return input_shape  # type: ignore[return-value]
-
-
-class LeNet5Config(ModelConfigBase):
-    name: Literal["lenet5"] = "lenet5"
-    channels: list[Width] = Field(default_factory=lambda: [6, 16], min_length=2, max_length=2)
-    hidden_sizes: list[Width] = Field(default_factory=lambda: [120, 84])
-    activation: Activation = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class LeNet5(nn.Module):
@@ -57,20 +46,11 @@ class LeNet5(nn.Module):
         return self.head(self.fc(self.features(x)))
 
 
-@register_model("lenet5", config=LeNet5Config, head="head", reads=("image",))
 def lenet5(cfg: LeNet5Config, *, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     shape = _image_shape("lenet5", input_shape)
     if min(shape[1:]) < 4:
         raise ModelError(f"lenet5 needs images of at least 4x4 pixels, got {shape[1]}x{shape[2]}")
     return LeNet5(cfg, shape, num_classes)
-
-
-class CifarCNNConfig(ModelConfigBase):
-    name: Literal["cifar-cnn"] = "cifar-cnn"
-    channels: list[Width] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
-    hidden_sizes: list[Width] = Field(default_factory=lambda: [256])
-    activation: Activation = "relu"
-    dropout: float = Field(0.25, ge=0.0, lt=1.0)
 
 
 class CifarCNN(nn.Module):
@@ -97,7 +77,6 @@ class CifarCNN(nn.Module):
         return self.head(self.fc(self.features(x)))
 
 
-@register_model("cifar-cnn", config=CifarCNNConfig, head="head", reads=("image",))
 def cifar_cnn(cfg: CifarCNNConfig, *, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     shape = _image_shape("cifar-cnn", input_shape)
     need = 2 ** len(cfg.channels)
@@ -108,14 +87,6 @@ def cifar_cnn(cfg: CifarCNNConfig, *, input_shape: tuple[int, ...], num_classes:
             "model.channels"
         )
     return CifarCNN(cfg, shape, num_classes)
-
-
-class Mnist1DCNNConfig(ModelConfigBase):
-    name: Literal["mnist1d-cnn"] = "mnist1d-cnn"
-    channels: list[Width] = Field(default_factory=lambda: [64, 64, 64, 64], min_length=1)
-    kernel_size: int = Field(5, ge=1)
-    activation: Activation = "gelu"
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
 class Mnist1DCNN(nn.Module):
@@ -144,7 +115,6 @@ class Mnist1DCNN(nn.Module):
         return self.head(self.dropout(pooled))
 
 
-@register_model("mnist1d-cnn", config=Mnist1DCNNConfig, head="head", reads=("sequence",))
 def mnist1d_cnn(cfg: Mnist1DCNNConfig, *, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     if len(input_shape) not in (1, 2):
         raise ModelError(

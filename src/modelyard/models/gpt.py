@@ -8,24 +8,13 @@ it attends over the cached keys and values, so generating one token costs the sa
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from modelyard.errors import ModelError
-from modelyard.models.base import register_model
-from modelyard.models.transformer import TransformerSizes, feed_forward, split_heads
-
-
-class GPTConfig(TransformerSizes):
-    name: Literal["gpt"] = "gpt"
-    n_layers: int = Field(4, ge=1)
-    context_length: int | None = Field(
-        None, ge=2, description="Positions the model has (prompt + generated tokens); default: data.block_size."
-    )
+from modelyard.models.configs import GPTConfig
+from modelyard.models.transformer import feed_forward, split_heads
 
 
 class KVCache:
@@ -114,7 +103,6 @@ class GPT(nn.Module):
         return self.head(self.ln(x))  # (B, T, vocab)
 
 
-@register_model("gpt", config=GPTConfig, head="head", reads=("corpus",))
 def gpt(cfg: GPTConfig, *, input_shape: tuple[int, ...], num_classes: int, vocab_size: int,
         task: str = "lm") -> nn.Module:
     if len(input_shape) != 1:

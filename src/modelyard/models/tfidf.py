@@ -10,29 +10,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
-
 import numpy as np
-from pydantic import Field, model_validator
 
-from modelyard.models.base import ModelConfigBase, register_model
-
-
-class TfidfLinearConfig(ModelConfigBase):
-    name: Literal["tfidf-linear"] = "tfidf-linear"
-    classifier: Literal["svm", "logreg"] = Field("svm", description="Linear SVM (LinearSVC) or logistic regression.")
-    C: float = Field(1.0, gt=0, description="Inverse regularisation strength.")
-    ngram_max: int = Field(2, ge=1, le=3, description="Word n-grams from 1 to this.")
-    min_df: int = Field(1, ge=1, description="Ignore terms in fewer documents than this.")
-    max_features: int | None = Field(200_000, ge=1, description="Keep the most frequent terms only.")
-    sublinear_tf: bool = Field(True, description="1 + log(tf) instead of raw counts.")
-    lowercase: bool = True
-
-    @model_validator(mode="after")
-    def _no_weights(self):
-        if self.pretrained or self.freeze_backbone:
-            raise ValueError("tfidf-linear is fitted from scratch: remove pretrained / freeze_backbone")
-        return self
+from modelyard.models.configs import TfidfLinearConfig
 
 
 class TfidfLinear:
@@ -125,7 +105,6 @@ def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(minimize_scalar(nll, bounds=(-5.0, 5.0), method="bounded").x))
 
 
-@register_model("tfidf-linear", config=TfidfLinearConfig, head="coef", reads=("text",), estimator=True)
 def tfidf_linear(cfg: TfidfLinearConfig, *, input_shape: tuple[int, ...] = (), num_classes: int,
                  **_unused) -> TfidfLinear:
     return TfidfLinear(cfg, num_classes)

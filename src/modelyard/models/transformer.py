@@ -7,31 +7,12 @@ Padding (id `pad_id`) is masked out of attention and of mean pooling.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import nn
 
 from modelyard.errors import ModelError
-from modelyard.models.base import ModelConfigBase, register_model
-
-
-class TransformerSizes(ModelConfigBase):
-    """The size fields shared by the Transformers built here (text-transformer, gpt)."""
-
-    d_model: int = Field(128, gt=0, description="Width of the token representations.")
-    n_layers: int = Field(2, ge=1)
-    n_heads: int = Field(4, ge=1)
-    ff_mult: int = Field(4, ge=1, description="The MLP's hidden width is ff_mult * d_model.")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self):
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
-        return self
+from modelyard.models.configs import TextTransformerConfig, TransformerSizes
 
 
 def feed_forward(cfg: TransformerSizes) -> nn.Sequential:
@@ -44,11 +25,6 @@ def split_heads(qkv: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, torch.Te
     """A fused (B, T, 3C) query/key/value projection -> q, k, v, each (B, H, T, C / H)."""
     B, T, C3 = qkv.shape
     return tuple(t.view(B, T, n_heads, C3 // 3 // n_heads).transpose(1, 2) for t in qkv.split(C3 // 3, dim=2))
-
-
-class TextTransformerConfig(TransformerSizes):
-    name: Literal["text-transformer"] = "text-transformer"
-    pooling: Literal["mean", "cls"] = "mean"
 
 
 class SelfAttention(nn.Module):
@@ -106,7 +82,6 @@ class TextTransformer(nn.Module):
         return self.head(pooled)
 
 
-@register_model("text-transformer", config=TextTransformerConfig, head="head", reads=("text",))
 def text_transformer(cfg: TextTransformerConfig, *, input_shape: tuple[int, ...], num_classes: int,
                      vocab_size: int, pad_id: int) -> nn.Module:
     if len(input_shape) != 1:
