@@ -6,10 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modelyard.errors import NotFittedError
 from modelyard.reference import (
-    MLP, SGD, Activation, Adam, Dense, Network, attention, causal_mask, cross_entropy_grad, cross_entropy_loss,
-    mse_grad, mse_loss,
+    SGD, Activation, Adam, Dense, Network, attention, causal_mask, cross_entropy_grad, cross_entropy_loss, mse_grad,
+    mse_loss,
 )
 
 RNG = np.random.default_rng(0)
@@ -188,63 +187,6 @@ def test_attention_with_a_boolean_and_an_additive_mask():
         attention(q, k[:, :3], v)
 
 
-# ---------------------------------------------------------------- estimator conventions
-
-
-def blobs(n=120, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.repeat(["a", "b", "c"], n // 3)
-    centres = {"a": [0, 0], "b": [3, 3], "c": [0, 4]}
-    return np.array([centres[c] for c in y]) + rng.normal(scale=0.6, size=(n, 2)), y
-
-
-def test_init_stores_arguments_only_and_fit_returns_self():
-    clf = MLP(hidden_sizes=(8,), epochs=5)
-    assert not any(k.endswith("_") for k in vars(clf))
-    X, y = blobs()
-    assert clf.fit(X, y) is clf
-    assert {"network_", "classes_", "loss_curve_", "n_features_in_"} <= set(vars(clf))
-
-
-@pytest.mark.parametrize("options", [
-    {"optimizer": "adam", "activation": "relu"},
-    {"optimizer": "sgd", "momentum": 0.9, "activation": "tanh", "lr": 0.05},
-    {"loss": "mse", "activation": "sigmoid", "output_activation": "sigmoid", "lr": 0.05},
-    {"weight_decay": 1e-3},
-])
-def test_learns_separable_blobs(options):
-    X, y = blobs()
-    clf = MLP(hidden_sizes=(16,), epochs=60, seed=1, **{"lr": 0.02, **options}).fit(X, y)
-    assert clf.score(X, y) > 0.9
-    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
-    proba = clf.predict_proba(X)
-    assert proba.shape == (len(X), 3) and np.allclose(proba.sum(axis=1), 1)
-    assert set(clf.predict(X)) <= {"a", "b", "c"}
-
-
-def test_seed_makes_fitting_deterministic():
-    X, y = blobs()
-    a = MLP(epochs=5, seed=3).fit(X, y).predict_proba(X)
-    b = MLP(epochs=5, seed=3).fit(X, y).predict_proba(X)
-    assert np.array_equal(a, b)
-
-
-def test_clear_errors():
-    X, y = blobs()
-    with pytest.raises(NotFittedError, match="call fit"):
-        MLP().predict(X)
-    clf = MLP(epochs=1).fit(X, y)
-    with pytest.raises(ValueError, match="fitted on 2"):
-        clf.predict(np.zeros((3, 5)))
-    with pytest.raises(ValueError, match="must be 2-D"):
-        clf.predict(np.zeros(2))
-    with pytest.raises(ValueError, match="one label per row"):
-        MLP().fit(X, y[:-1])
-    with pytest.raises(ValueError, match="NaN"):
-        MLP().fit(np.full((4, 2), np.nan), ["a", "b", "a", "b"])
-    with pytest.raises(ValueError, match="activation must be"):
-        MLP(activation="swish").fit(X, y)
-    with pytest.raises(ValueError, match="single class"):
-        MLP().fit(X, np.zeros(len(X)))
+def test_network_rejects_a_squashed_output_under_cross_entropy():
     with pytest.raises(ValueError, match="use output_activation='identity'"):
         Network(random_weights([2, 2]), output_activation="sigmoid", loss="cross_entropy")

@@ -1,13 +1,20 @@
 """A multi-layer perceptron in NumPy: forward, back-propagation, mini-batch training.
 
 `Network` is the mechanism (explicit weights in, loss and gradients out), used by the worked examples.
-`MLP` is a scikit-learn-style estimator around it: `__init__` only stores its arguments, `fit`
-returns self, learned state ends in `_`.
+`MLP` is a scikit-learn estimator around it: `__init__` only stores its arguments, `fit` returns self,
+learned state ends in `_`, and scikit-learn's own validation turns bad input into a ValueError that says what.
 """
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
+from scipy.sparse import issparse
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from modelyard.errors import NotFittedError
 from modelyard.reference.functions import (
@@ -75,17 +82,25 @@ class Network:
         return softmax(out, axis=1) if self.loss_name == "cross_entropy" else out
 
 
-class MLP:
-    """A NumPy multi-layer perceptron classifier.
+class MLP(ClassifierMixin, BaseEstimator):
+    """A NumPy multi-layer perceptron classifier, a scikit-learn estimator.
+
+    It works with `clone`, `Pipeline` and `GridSearchCV` and passes `sklearn.utils.estimator_checks`.
 
     Args:
-        hidden_sizes: width of each hidden layer.
+        hidden_sizes: width of each hidden layer; () gives softmax regression.
         activation: sigmoid, relu or tanh for the hidden layers.
         loss: "cross_entropy" (softmax output) or "mse" (against one-hot targets; output_activation applies).
         output_activation: with mse, the output layer's activation (default sigmoid).
         optimizer: "sgd" (with `momentum`) or "adam".
         weight_decay: L2 penalty, added to the gradient as torch.optim does.
         batch_size, epochs, lr, seed: mini-batch training; `seed` fixes the initial weights and the batch order.
+
+    Attributes:
+        classes_: the class labels, in the order of `predict_proba`'s columns.
+        n_features_in_: the number of features seen by `fit`.
+        network_: the trained `Network`.
+        loss_curve_: the mean training loss of each epoch.
 
     Example:
         >>> clf = MLP(hidden_sizes=(32,), epochs=30).fit(X_train, y_train)
@@ -109,8 +124,10 @@ class MLP:
         self.seed = seed
 
     def _check_params(self) -> None:
-        if not all(isinstance(h, (int, np.integer)) and h > 0 for h in self.hidden_sizes):
-            raise ValueError(f"hidden_sizes must be positive integers, got {self.hidden_sizes!r}")
+        sizes = self.hidden_sizes
+        if not (isinstance(sizes, (tuple, list)) and all(isinstance(h, Integral) and h > 0 for h in sizes)):
+            raise ValueError(f"hidden_sizes must be a tuple of positive integers such as (64,) or (128, 64), "
+                             f"got {sizes!r}")
         if self.activation not in ("sigmoid", "relu", "tanh"):
             raise ValueError(f"activation must be sigmoid, relu or tanh, got {self.activation!r}")
         if self.output_activation not in ACTIVATIONS:
@@ -119,30 +136,29 @@ class MLP:
             raise ValueError(f"loss must be mse or cross_entropy, got {self.loss!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
-        for name in ("lr", "batch_size", "epochs"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("batch_size", "epochs"):
+            if not isinstance(getattr(self, name), Integral) or getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
 
     def fit(self, X, y) -> "MLP":
-        """Train on X (N, features) and labels y (N,). Returns self."""
+        """Train on X (N, features) and labels y (N,). Returns self.
+
+        Raises:
+            ValueError: bad hyperparameters; X sparse, complex, not 2-D, empty, with no feature or not finite;
+                y not one class label per row, continuous, or holding one class only.
+        """
         self._check_params()
-        X = _check_X(X)
-        y = np.asarray(y)
-        if y.ndim != 1 or len(y) != len(X):
-            raise ValueError(f"y must be 1-D with one label per row of X ({len(X)}), got shape {y.shape}")
+        _reject_sparse_and_complex(X)
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError("y holds a single class; a classifier needs at least two")
-        target = np.eye(len(self.classes_))[y_idx]
-        self.n_features_in_ = X.shape[1]
+            raise ValueError(f"y holds one class only ({self.classes_.tolist()[0]!r}); a classifier needs at least two")
+        target = np.eye(len(self.classes_))[y_idx]  # (N, classes) one-hot
         rng = np.random.default_rng(self.seed)
-        sizes = [self.n_features_in_, *self.hidden_sizes, len(self.classes_)]
-        weights = []
-        for n_in, n_out in zip(sizes, sizes[1:]):
-            bound = 1.0 / np.sqrt(n_in)  # torch.nn.Linear's default uniform initialisation
-            weights.append((rng.uniform(-bound, bound, (n_out, n_in)), rng.uniform(-bound, bound, n_out)))
-        out_act = "identity" if self.loss == "cross_entropy" else self.output_activation
-        self.network_ = Network(weights, activation=self.activation, output_activation=out_act, loss=self.loss)
+        self.network_ = self._init_network(rng)
         opt = (Adam(self.lr, weight_decay=self.weight_decay) if self.optimizer == "adam"
                else SGD(self.lr, momentum=self.momentum, weight_decay=self.weight_decay))
         params = self.network_.params()
@@ -158,14 +174,24 @@ class MLP:
             self.loss_curve_.append(total / len(X))
         return self
 
+    def _init_network(self, rng: np.random.Generator) -> Network:
+        sizes = [self.n_features_in_, *self.hidden_sizes, len(self.classes_)]
+        weights = []
+        for n_in, n_out in zip(sizes, sizes[1:]):
+            bound = 1.0 / np.sqrt(n_in)  # torch.nn.Linear's default uniform initialisation
+            weights.append((rng.uniform(-bound, bound, (n_out, n_in)), rng.uniform(-bound, bound, n_out)))
+        out_act = "identity" if self.loss == "cross_entropy" else self.output_activation
+        return Network(weights, activation=self.activation, output_activation=out_act, loss=self.loss)
+
     def predict_proba(self, X) -> np.ndarray:
         """(N, classes) class probabilities, columns in `classes_` order. With mse, the outputs are
         clipped at 0 and scaled to sum to 1, a probability only by courtesy."""
-        if not hasattr(self, "network_"):
-            raise NotFittedError("this MLP is not fitted yet: call fit(X, y) before predict or predict_proba")
-        X = _check_X(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features per row but the MLP was fitted on {self.n_features_in_}")
+        try:
+            check_is_fitted(self)
+        except SklearnNotFittedError:
+            raise _NotFittedError("this MLP is not fitted yet: call fit(X, y) before predict or predict_proba") from None
+        _reject_sparse_and_complex(X)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
         out = self.network_.predict_output(X)
         if self.loss == "mse":
             out = np.clip(out, 0, None) + 1e-12
@@ -177,18 +203,20 @@ class MLP:
         proba = self.predict_proba(X)  # first: it says clearly when the model is not fitted
         return self.classes_[proba.argmax(axis=1)]
 
-    def score(self, X, y) -> float:
-        """Accuracy on (X, y)."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+class _NotFittedError(NotFittedError, SklearnNotFittedError):
+    """Caught as modelyard's NotFittedError and as scikit-learn's, which its tools and checks expect."""
 
 
-def _check_X(X) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (samples, features), got shape {X.shape}; reshape a single sample "
-                         "with X.reshape(1, -1)")
-    if len(X) == 0:
-        raise ValueError("X has no rows")
-    if not np.isfinite(X).all():
-        raise ValueError("X holds NaN or infinite values")
-    return X
+def _reject_sparse_and_complex(X) -> None:
+    """Say plainly what check_array says with a TypeError (sparse) or with the whole array printed (complex)."""
+    if issparse(X):
+        raise ValueError(f"MLP needs dense X, got a sparse {type(X).__name__} of shape {X.shape}: the reference "
+                         "MLP does dense NumPy arithmetic; pass X.toarray() if it fits in memory")
+    try:
+        complex_ = np.iscomplexobj(X)
+    except (TypeError, ValueError):  # ragged or odd input: validate_data says what is wrong with it
+        return
+    if complex_:
+        raise ValueError("Complex data not supported: X holds complex numbers; the MLP needs real ones "
+                         "(pass X.real, np.abs(X), or the real and imaginary parts as separate columns)")
