@@ -1,10 +1,15 @@
 """The CLI end to end on tiny data: what a user types, what they see, what is written."""
 
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
+
+import modelyard
 
 from tests.conftest import run_cli
 
@@ -36,17 +41,25 @@ def test_train_table_then_evaluate_and_predict_a_csv(tmp_path, wine_csv):
                               "model:\n  name: mlp\n  hidden_sizes: [16]\ntrain:\n  epochs: 5\n  batch_size: 16\n")
     run_dir = run_cli("train", cfg, "--output", tmp_path / "runs", check=True).stdout.strip().splitlines()[-1]
     evaluated = run_cli("evaluate", run_dir, check=True)
-    report = json.loads(evaluated.stdout)
+    table = evaluated.stdout.splitlines()
+    assert table[1].split() == ["metric", "value", "interval"] and table[2].split()[0] == "accuracy"
+    report = json.loads(run_cli("evaluate", run_dir, "--json", check=True).stdout)
     saved = json.loads(open(f"{run_dir}/metrics.json").read())
     assert report["accuracy"] == saved["test"]["accuracy"] and report["split"] == "test"
-    assert [f.name.split("-")[0] for f in (Path(run_dir) / "evaluations").iterdir()] == ["test"]
+    assert {f.name.split("-")[0] for f in (Path(run_dir) / "evaluations").iterdir()} == {"test"}
+    assert float(table[2].split()[1]) == pytest.approx(saved["test"]["accuracy"], abs=5e-5)
     whole = json.loads(run_cli("evaluate", run_dir, "--data", f"csv:{wine_csv}", "--output", tmp_path / "m.json",
-                               check=True).stdout)
+                               "--json", check=True).stdout)
     assert whole["n"] == 178 and json.loads((tmp_path / "m.json").read_text())["n"] == 178
     rows = pd.read_csv(wine_csv).drop(columns=["cultivar"]).head(5)
     rows.to_csv(tmp_path / "new.csv", index=False)
-    out = run_cli("predict", run_dir, tmp_path / "new.csv", check=True).stdout
-    assert len(out.strip().splitlines()) == 6
+    out = pd.read_csv(io.StringIO(run_cli("predict", run_dir, tmp_path / "new.csv", check=True).stdout))
+    expected = modelyard.load(run_dir).predict_proba(rows)
+    prob = out[[c for c in out.columns if c.startswith("prob_")]].to_numpy()
+    assert len(out) == 5 and np.allclose(prob, expected, atol=5e-5)  # printed to 4 digits
+    assert list(out["predicted"].astype(str)) == list(modelyard.load(run_dir).predict(rows).astype(str))
+    full = json.loads(run_cli("predict", run_dir, tmp_path / "new.csv", "--json", check=True).stdout)
+    assert np.allclose([[r[c] for c in out.columns if c.startswith("prob_")] for r in full], expected, atol=1e-6)
 
 
 def test_text_classification_end_to_end(tmp_path):
@@ -68,7 +81,7 @@ def test_text_classification_end_to_end(tmp_path):
     assert out[0].startswith("id,predicted") and [row.split(",")[0] for row in out[1:]] == ["1", "3"]
     csv_out = run_cli("predict", run_dir, data, check=True).stdout.strip().splitlines()
     assert len(csv_out) == 61
-    assert json.loads(run_cli("evaluate", run_dir, check=True).stdout)["accuracy"] == saved["test"]["accuracy"]
+    assert json.loads(run_cli("evaluate", run_dir, "--json", check=True).stdout)["accuracy"] == saved["test"]["accuracy"]
     report = open(f"{run_dir}/report.html").read()
     assert ("Most confused classes" in report) == (saved["test"]["accuracy"] < 1.0)
     # reloaded, the model gives the probabilities it saved for the test split

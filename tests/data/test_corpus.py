@@ -82,7 +82,7 @@ def test_gpt_trains_reports_perplexity_and_generates(tmp_path, corpus_txt):
     assert proc.stdout.strip() == ("the garden" + a).strip()
     proc = run_cli("predict", run.path, corpus_txt)
     assert proc.returncode == 2 and "use `modelyard generate" in proc.stderr
-    proc = run_cli("evaluate", run.path)
+    proc = run_cli("evaluate", run.path, "--json")
     assert proc.returncode == 0 and '"perplexity"' in proc.stdout
     assert [f.name.split("-")[0] for f in (run.path / "evaluations").iterdir()] == ["val"]  # the split it scored
 

@@ -9,6 +9,7 @@ import click
 from modelyard.cli.config_cmd import config
 from modelyard.cli.reference_cmd import reference_demo
 from modelyard.cli.run_cmds import evaluate, generate, predict, train
+from modelyard.cli.runs_cmd import runs
 from modelyard.cli.registry_cmds import keys, models
 from modelyard.cli.serve_cmd import serve
 from modelyard.cli.value_cmd import value
@@ -26,6 +27,7 @@ cli.add_command(evaluate)
 cli.add_command(predict)
 cli.add_command(generate)
 cli.add_command(value)
+cli.add_command(runs)
 cli.add_command(models)
 cli.add_command(keys)
 cli.add_command(serve)

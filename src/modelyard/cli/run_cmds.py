@@ -42,7 +42,8 @@ def train(config_file: str | None, overrides: tuple[str, ...], output: str, resu
 @click.option("--data", "source", metavar="SOURCE", help="Score every example of this data.source instead, e.g. csv:new.csv.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Where to write the metrics JSON "
               "(default: RUN/evaluations/<source or split>-<time>.json).")
-def evaluate(run: str, source: str | None, output: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the full metrics JSON instead of the table, for scripts.")
+def evaluate(run: str, source: str | None, output: str | None, as_json: bool) -> None:
     """Evaluate the saved model of RUN on its test split, or on another dataset with --data."""
     from modelyard.evaluation import evaluate as run_evaluation
     from modelyard.runs import utc_stamp
@@ -54,15 +55,38 @@ def evaluate(run: str, source: str | None, output: str | None) -> None:
         output = str(Path(run) / "evaluations" / f"{slug}-{utc_stamp()}.json")
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text(text + "\n")
-    click.echo(text)
+    click.echo(text if as_json else metrics_table(report))
     click.echo(f"metrics written to {output}", err=True)
+
+
+# The scalar metrics a person reads first; the JSON has everything (per class, confusion matrix, ...).
+TABLE_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc_ovr_macro",
+                 "pr_auc_macro", "log_loss", "ece", "perplexity", "loss")
+
+
+def metrics_table(report: dict) -> str:
+    """`evaluate`'s table: metric, value, and the headline's interval with the method that gave it."""
+    h = report.get("headline") or {}
+    lines = [f"{report.get('source', '')} ({report.get('split', '')}, n={report.get('n', report.get('documents', '?'))})",
+             f"{'metric':20s} {'value':>8s}  interval"]
+    for name in TABLE_METRICS:
+        value = report.get(name)
+        if not isinstance(value, (int, float)) or value is None:
+            continue
+        interval = ""
+        if h.get("metric") == name and h.get("low") is not None:
+            method = h.get("interval", "bootstrap")
+            interval = f"{h['low']:.4f}-{h['high']:.4f} ({h.get('level', 0.95):.0%}, {method})"
+        lines.append(f"{name:20s} {value:8.4f}  {interval}")
+    return "\n".join(lines)
 
 
 @click.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.argument("inputs", type=click.Path(), metavar="INPUT")
 @click.option("--output", type=click.Path(dir_okay=False), help="CSV to write (default: print to stdout).")
-def predict(run: str, inputs: str, output: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON records with full-precision probabilities.")
+def predict(run: str, inputs: str, output: str | None, as_json: bool) -> None:
     """Predict INPUT (a folder of images, an image, a CSV, or a .txt file of one text per line) with RUN's model."""
     from modelyard.artifact import load
 
@@ -71,12 +95,15 @@ def predict(run: str, inputs: str, output: str | None) -> None:
         raise ConfigError(f"{run} holds a language model, which predicts no labels; use `modelyard generate {run} "
                           "--prompt TEXT`")
     frame = model.predict_frame(inputs)
+    if as_json:
+        click.echo(frame.to_json(orient="records", indent=2))
+        return
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(output, index=False)
         click.echo(f"{len(frame)} predictions written to {output}", err=True)
     else:
-        click.echo(frame.to_csv(index=False), nl=False)
+        click.echo(frame.to_csv(index=False, float_format="%.4f"), nl=False)  # a person reads 4 digits
 
 
 @click.command()

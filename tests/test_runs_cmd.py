@@ -1,0 +1,68 @@
+"""`modelyard runs list|rm|clean` on a folder of copied runs, run in-process through the CLI's entry point."""
+
+import json
+import shutil
+
+import pytest
+
+from modelyard.cli import main
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def runs_folder(tmp_path, digits_run):
+    folder = tmp_path / "runs"
+    ok, failed = folder / "tiny-20260101T000000Z", folder / "tiny-20260102T000000Z"
+    shutil.copytree(digits_run.path, ok)
+    shutil.copytree(digits_run.path, failed)
+    status = json.loads((failed / "run.json").read_text())
+    (failed / "run.json").write_text(json.dumps({**status, "status": "failed", "error": "ValueError: boom"}))
+    (folder / "notes").mkdir()  # not a run: never listed, never deleted
+    return folder, ok, failed
+
+
+def test_list_shows_status_experiment_metric_and_size(capsys, runs_folder, digits_run):
+    folder, ok, failed = runs_folder
+    code, out, _ = cli(capsys, "runs", "list", folder, "--json")
+    rows = {r["run"]: r for r in json.loads(out)}
+    assert code == 0 and set(rows) == {ok.name, failed.name}
+    assert rows[ok.name]["status"] == "completed" and rows[failed.name]["status"] == "failed"
+    accuracy = digits_run.metrics["test"]["accuracy"]
+    assert rows[ok.name]["best"] == f"test accuracy {accuracy:.4f}" and rows[ok.name]["experiment"] == "tiny"
+    assert rows[ok.name]["bytes"] == sum(f.stat().st_size for f in ok.rglob("*") if f.is_file())
+    code, out, _ = cli(capsys, "runs", "list", folder)
+    assert code == 0 and ok.name in out and "failed" in out and f"{accuracy:.4f}" in out
+
+
+def test_clean_failed_deletes_only_failed_runs(capsys, runs_folder):
+    folder, ok, failed = runs_folder
+    code, out, _ = cli(capsys, "runs", "clean", folder, "--failed", "--yes")
+    assert code == 0 and "deleted 1 run" in out
+    assert ok.is_dir() and not failed.exists() and (folder / "notes").is_dir()
+    code, out, _ = cli(capsys, "runs", "clean", folder, "--failed", "--yes")
+    assert code == 0 and "no failed or interrupted runs" in out
+
+
+def test_rm_refuses_a_folder_that_is_not_a_run(capsys, runs_folder):
+    folder, ok, _ = runs_folder
+    code, _, err = cli(capsys, "runs", "rm", folder / "notes", ok, "--yes")
+    assert code == 2 and "not a run directory" in err and "nothing was deleted" in err
+    assert ok.is_dir() and (folder / "notes").is_dir()
+    code, out, _ = cli(capsys, "runs", "rm", ok, "--yes")
+    assert code == 0 and not ok.exists()
+
+
+def test_clean_without_what_and_a_missing_folder_are_usage_errors(capsys, tmp_path):
+    code, _, err = cli(capsys, "runs", "clean", tmp_path)
+    assert code == 2 and "--failed" in err
+    code, _, err = cli(capsys, "runs", "list", tmp_path / "nope")
+    assert code == 2 and "not found" in err
