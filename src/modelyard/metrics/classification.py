@@ -1,19 +1,20 @@
 """Classification metrics from true labels and predicted probabilities.
 
-scikit-learn computes every metric it has (the tests check we call it right); expected calibration
-error and the bootstrap interval, which it lacks, are written here.
+scikit-learn computes every metric it has, and each value here equals its answer on the same inputs
+(tests/metrics checks every key against it, degenerate inputs included); expected calibration error, which
+it lacks, is written here.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import warnings
+from typing import Sequence
 
 import numpy as np
 from sklearn import metrics as skm
+from sklearn.exceptions import UndefinedMetricWarning
 
-HIGHER_IS_BETTER = {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr_macro"}
+PROB_SUM_TOLERANCE = 1e-4  # float rounding of a softmax; a row further from 1 is not a probability vector
 
 
 def classification_report(y_true, y_prob, labels: Sequence[str] | None = None, *, ece_bins: int = 15) -> dict:
@@ -21,22 +22,28 @@ def classification_report(y_true, y_prob, labels: Sequence[str] | None = None, *
 
     Args:
         y_true: (N,) class indices in 0..C-1, or label names when `labels` is given.
-        y_prob: (N, C) predicted probabilities; rows should sum to 1.
+        y_prob: (N, C) predicted probabilities. Rows within `PROB_SUM_TOLERANCE` of 1 are rescaled to sum to
+            exactly 1; a row further off raises.
         labels: class names in column order of `y_prob` (default "0".."C-1").
 
     Returns:
         A JSON-ready dict: accuracy, precision/recall/F1 (macro), F1 micro and weighted, per-class
         precision/recall/F1/support, roc_auc_ovr_macro (and roc_auc for two classes), pr_auc_macro,
-        log_loss, ece, confusion_matrix (rows: true, columns: predicted). A metric that is undefined
-        on this data (an AUC when a class is absent) is None.
+        log_loss, ece, confusion_matrix (rows: true, columns: predicted). Every value is scikit-learn's:
+        a ROC AUC is None when a class has no examples in `y_true` (scikit-learn refuses it); average
+        precision counts such a class as 0, as scikit-learn's macro average does; for two classes
+        pr_auc_macro is the positive (second) class's average precision, as scikit-learn's binary case.
+        Log loss clips probabilities to [eps, 1 - eps], so a zero for the true class is large, not infinite.
+
+    Raises:
+        ValueError: shapes disagree, a label is unknown, or `y_prob` holds values outside [0, 1], NaN, or
+            rows that do not sum to 1.
 
     Example:
         >>> classification_report([0, 1, 1], [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])["accuracy"]
         0.6666666666666666
     """
-    y_prob = np.asarray(y_prob, dtype=np.float64)
-    if y_prob.ndim != 2:
-        raise ValueError(f"y_prob must be shaped (N, C), got {y_prob.shape}")
+    y_prob = check_probabilities(y_prob)
     n_classes = y_prob.shape[1]
     labels = [str(x) for x in labels] if labels is not None else [str(i) for i in range(n_classes)]
     if len(labels) != n_classes:
@@ -123,7 +130,7 @@ def headline_metric(name: str, y, y_prob) -> float:
     if name == "f1_macro":
         return f1_macro(y, pred, y_prob.shape[1])
     if name == "balanced_accuracy":
-        return float(skm.balanced_accuracy_score(y, pred))
+        return _balanced_accuracy(y, pred)
     if name == "log_loss":
         return float(skm.log_loss(y, y_prob, labels=np.arange(y_prob.shape[1])))
     if name == "roc_auc_ovr_macro":
@@ -132,30 +139,7 @@ def headline_metric(name: str, y, y_prob) -> float:
     raise ValueError(f"no headline metric {name!r}")
 
 
-def bootstrap_ci(name: str, y_true, y_prob, *, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
-    """Percentile bootstrap interval of metric `name` over `resamples` seeded resamples of the examples."""
-    y = np.asarray(y_true)
-    y_prob = np.asarray(y_prob, dtype=np.float64)
-    value = headline_metric(name, y, y_prob)
-    if resamples == 0:
-        return {"metric": name, "value": value, "low": None, "high": None, "level": level, "resamples": 0}
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(y), size=(resamples, len(y)))
-    if name == "accuracy":  # vectorised: the common case stays fast at any resample count
-        stats = (y_prob.argmax(axis=1) == y)[draws].mean(axis=1)
-    else:
-        stats = np.array([headline_metric(name, y[d], y_prob[d]) for d in draws])
-    stats = stats[~np.isnan(stats)]
-    alpha = (1 - level) / 2
-    return {
-        "metric": name, "value": value, "level": level, "resamples": resamples,
-        "low": float(np.quantile(stats, alpha)), "high": float(np.quantile(stats, 1 - alpha)),
-    }
-
-
-def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float | None:
-    if len(np.unique(y)) < 2:
-        return None
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
     with warnings.catch_warnings():  # a predicted class absent from y_true is expected on small test sets
         warnings.simplefilter("ignore", UserWarning)
         return float(skm.balanced_accuracy_score(y, pred))
@@ -182,7 +166,36 @@ def _roc_auc(y: np.ndarray, y_prob: np.ndarray, classes: np.ndarray) -> float | 
     return float(skm.roc_auc_score(y, y_prob, multi_class="ovr", average="macro", labels=classes))
 
 
-def _pr_auc(y: np.ndarray, y_prob: np.ndarray, classes: np.ndarray) -> float | None:
-    # Average precision is undefined for a class with no positives; average over the classes present.
-    scores = [skm.average_precision_score(y == c, y_prob[:, c]) for c in classes if (y == c).any()]
-    return float(np.mean(scores)) if scores else None
+def _pr_auc(y: np.ndarray, y_prob: np.ndarray, classes: np.ndarray) -> float:
+    """scikit-learn's macro average precision over every class (a class absent from `y` scores 0; it warns,
+    we don't); for two classes, the positive class's, as its binary case."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        warnings.simplefilter("ignore", UserWarning)  # "No positive class found in y_true"
+        if len(classes) == 2:
+            return float(skm.average_precision_score(y == classes[1], y_prob[:, 1]))
+        onehot = (y[:, None] == classes[None, :]).astype(np.int64)  # (N, C), label_binarize over every class
+        return float(skm.average_precision_score(onehot, y_prob, average="macro"))
+
+
+def check_probabilities(y_prob) -> np.ndarray:
+    """`y_prob` as float64 (N, C) whose rows sum to exactly 1.
+
+    Raises:
+        ValueError: not 2-D, NaN or values outside [0, 1], or a row whose sum is further than
+            `PROB_SUM_TOLERANCE` from 1 (scores or logits, not probabilities), naming the first such row.
+    """
+    y_prob = np.asarray(y_prob, dtype=np.float64)
+    if y_prob.ndim != 2:
+        raise ValueError(f"y_prob must be shaped (N, C), got {y_prob.shape}")
+    bad = ~np.isfinite(y_prob) | (y_prob < 0) | (y_prob > 1)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(f"y_prob[{row}, {col}] is {float(y_prob[row, col])}; probabilities must lie in [0, 1]")
+    sums = y_prob.sum(axis=1)
+    off = np.abs(sums - 1) > PROB_SUM_TOLERANCE
+    if off.any():
+        row = int(np.flatnonzero(off)[0])
+        raise ValueError(f"row {row} of y_prob sums to {sums[row]:.6g}, not 1 ({int(off.sum())} such row(s)); "
+                         "pass probabilities (apply softmax to scores or logits first)")
+    return y_prob / sums[:, None] if len(y_prob) else y_prob

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from modelyard.metrics.directions import direction, improves
+
 
 class Callback:
     """Override what you need. `loop` is the running `TrainingLoop`; `row` is the epoch's history line."""
@@ -16,14 +18,13 @@ class Callback:
 
 
 def monitor_mode(metric: str) -> str:
-    """'min' for losses and errors, 'max' for everything else (accuracy, F1, AUC)."""
-    return "min" if metric.endswith(("_loss", "_error")) else "max"
+    """'max' or 'min': how `metric` improves, from the one table in `modelyard.metrics.directions`."""
+    return direction(metric)
 
 
 def improved(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
-    if best is None:
-        return True
-    return value < best - min_delta if mode == "min" else value > best + min_delta
+    """True when `value` beats `best` by more than `min_delta` in direction `mode` ('max' or 'min')."""
+    return improves(value, best, mode, min_delta)
 
 
 class EnergyCallback(Callback):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from modelyard.errors import ConfigError
+from modelyard.metrics.directions import oriented
 from modelyard.value import economics as ec
 from modelyard.value.scenario import Scenario
 
@@ -125,6 +126,12 @@ def sensitivity(m: dict, s: Scenario, V: np.ndarray) -> dict:
     return out
 
 
+def pareto_dominated(rows: list[dict], first: str, second: str) -> list[bool]:
+    """Per row, whether another row is at least as good on metrics `first` and `second` and better on one;
+    which way is better comes from the metric table (`modelyard.metrics.directions`)."""
+    return ec.dominated([(oriented(r[first], first), -oriented(r[second], second)) for r in rows])
+
+
 def _money(x: float, cur: str) -> str:
     return f"{x:,.0f} {cur}"
 
@@ -160,8 +167,9 @@ def compare(measurements: list[dict], s: Scenario, *, resamples: int = 1000, see
     V = s.outcomes.matrix(labels)
     rows = [candidate_row(m, s, V, resamples=resamples, seed=seed) for m in measurements]
     eligible = [r["meets_slo"] for r in rows]
-    value_cost = ec.dominated([(r["horizon_total"], r["cost_per_1000"]) for r in rows] + [(0.0, 0.0)])
-    acc_latency = ec.dominated([(r["accuracy"], r["p95_ms"]) for r in rows])
+    baseline = {"horizon_total": 0.0, "cost_per_1000": 0.0}  # doing nothing earns and costs nothing
+    value_cost = pareto_dominated([*rows, baseline], "horizon_total", "cost_per_1000")
+    acc_latency = pareto_dominated(rows, "accuracy", "p95_ms")
     for r, d1, d2 in zip(rows, value_cost, acc_latency):
         r["dominated_value_cost"], r["dominated_accuracy_latency"] = d1, d2
     best = ec.recommend([r["horizon_total"] for r in rows], [r["cost_per_1000"] for r in rows], eligible)
