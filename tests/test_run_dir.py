@@ -29,7 +29,8 @@ def test_metrics_json(digits_run):
     for key in ("accuracy", "f1_macro", "roc_auc_ovr_macro", "ece", "log_loss", "confusion_matrix", "per_class"):
         assert key in m["test"]
     h = m["test"]["headline"]
-    assert h["metric"] == "accuracy" and h["low"] <= h["value"] <= h["high"] and h["resamples"] == 50
+    assert h["metric"] == "accuracy" and h["low"] < h["value"] <= h["high"]
+    assert h["interval"] == "clopper-pearson" and h["n"] == m["test"]["n"]  # accuracy: exact binomial, no resampling
 
 
 def test_config_is_saved_resolved(digits_run):
