@@ -52,7 +52,7 @@ class EnergyMeter:
         self._start = self._counters()
 
     def _counters(self) -> dict:
-        c = {"cpu_s": sum(os.times()[:2]), "wall_s": time.perf_counter()}
+        c = {"cpu_s": time.process_time(), "wall_s": time.perf_counter()}  # user + system, ns (os.times: 10 ms)
         if self.rapl:
             c["rapl"] = [(int((d / "energy_uj").read_text()), d) for d in self.rapl]
         if self.gpu is not None:

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 import modelyard
@@ -8,6 +9,9 @@ from modelyard.value.compare import compare
 from modelyard.value.measure import measure, repeat_until_stable
 from modelyard.value.scenario import load_scenario
 from tests.conftest import ROOT, run_cli, tiny_config
+from tests.value.fake import fake_measurement, key_paths
+
+ITERATIONS = 20  # timed calls per speed measurement: the same work on every machine, whatever its load
 
 SCENARIO = {"volume_per_month": 100000, "horizon_months": 12, "outcomes": {"correct": 0.01, "wrong": -0.1},
             "serve": {"usd_per_hour": 0.2}}
@@ -24,7 +28,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def measured(runs):
-    return [measure(r.path, budget_s=3) for r in runs]
+    return [measure(r.path, iterations=ITERATIONS) for r in runs]
 
 
 def test_measurements_are_positive_and_ordered(measured):
@@ -35,6 +39,8 @@ def test_measurements_are_positive_and_ordered(measured):
         assert m["size"]["bytes_on_disk"] > 0 and m["size"]["parameters"] > 0
         assert m["peak_memory_mb"]["process_rss"] > 0 and m["energy_per_prediction_j"] > 0
         assert m["machine"]["cores"] >= 1 and m["training"]["energy"]["joules"] >= 0
+        assert m["latency_ms_batch1"]["n"] == ITERATIONS
+        assert all(t["n"] == ITERATIONS for t in m["throughput"].values())
     cnn = measured[0]["throughput"]
     assert cnn["32"]["per_second"] >= cnn["1"]["per_second"]
 
@@ -44,21 +50,148 @@ def test_flops_of_a_linear_model_by_hand(measured):
     assert measured[1]["flops_per_example"] == 2 * 64 * 10
 
 
-def test_repeat_until_stable_stops_on_a_steady_function():
-    times = repeat_until_stable(lambda: sum(range(1000)), budget_s=5, min_runs=10)
-    assert 20 <= len(times) < 10_000
+class FakeClock:
+    """Seconds that move only when a timed call says so: the stopping rule, checked without wall-clock time."""
+
+    def __init__(self, durations):
+        self.now, self.durations, self.calls = 0.0, iter(durations), 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def work(self) -> None:
+        self.now += next(self.durations)
+        self.calls += 1
+
+
+def test_repeat_until_stable_stops_when_the_median_stops_moving():
+    clock = FakeClock([0.001] * 10_000)
+    times = repeat_until_stable(clock.work, budget_s=100, min_runs=10, clock=clock)
+    # Every call takes 1 ms: the median of all equals that of the first half as soon as it is looked at, after
+    # 2 x min_runs calls.
+    assert len(times) == clock.calls == 20 and times == pytest.approx([0.001] * 20)
+
+
+def test_repeat_until_stable_stops_at_the_budget_when_the_median_keeps_moving():
+    clock = FakeClock([0.01 * k for k in range(1, 10_000)])
+    times = repeat_until_stable(clock.work, budget_s=1.0, min_runs=10, clock=clock)
+    # Call k takes 0.01 k s: after k calls 0.005 k (k + 1) s have passed, over the 1 s budget first at k = 14
+    # (1.05 s), before the 2 x min_runs = 20 calls the stability check needs.
+    assert len(times) == 14 and sum(times) == pytest.approx(1.05)
+
+
+def test_repeat_until_stable_with_fixed_iterations_ignores_the_budget():
+    clock = FakeClock([0.001] * 100)
+    assert len(repeat_until_stable(clock.work, budget_s=0.0, iterations=7, clock=clock)) == 7 == clock.calls
+    with pytest.raises(ValueError, match="at least 1"):
+        repeat_until_stable(clock.work, iterations=0)
 
 
 def test_compare_recommends_and_explains(measured):
     result = compare(measured, load_scenario(SCENARIO), resamples=200)
-    names = [r["name"] for r in result["candidates"]]
-    assert result["recommended"] in names
-    assert result["recommended"] in result["recommendation"]
+    # Each candidate's figures worked out from its own measured numbers and SCENARIO's (correct +0.01, wrong -0.1,
+    # serving 0.2 USD/hour, no training price, no engineering): the value-optimal rule is argmax here, because
+    # predicting class j is worth 0.11 p_j - 0.1, so a prediction is worth 0.01 if right and -0.1 if wrong.
+    hand = {}
+    for m in measured:
+        y, prob = np.asarray(m["predictions"]["test"][0]), np.asarray(m["predictions"]["test"][1])
+        right = float((prob.argmax(axis=1) == y).mean())
+        value = 0.01 * right - 0.1 * (1 - right)
+        cost = 0.2 / (m["predictions_per_second"] * 3600)  # per prediction; energy is free in SCENARIO
+        hand[m["name"]] = {"value": value, "monthly_net": (value - cost) * 100_000,
+                           "horizon_total": (value - cost) * 100_000 * 12}
+    rows = {r["name"]: r for r in result["candidates"]}
+    for name, h in hand.items():
+        r = rows[name]
+        assert r["value_per_prediction"]["value"] == pytest.approx(h["value"])
+        assert r["cost_per_1000"] == pytest.approx(0.2 / (r["predictions_per_second"] * 3600) * 1000)
+        assert r["monthly_net"] == pytest.approx(h["monthly_net"])
+        assert r["horizon_total"] == pytest.approx(h["horizon_total"])
+        assert r["one_off"]["total"] == 0.0 and r["roi"] is None
+        assert r["payback_month"] == (0 if h["monthly_net"] >= 0 else None)
+    best = max(hand, key=lambda n: hand[n]["horizon_total"])
+    assert result["recommended"] == (best if hand[best]["horizon_total"] > 0 else None)
+    assert result["recommendation"].startswith(result["recommended"] or "Do nothing")
     assert result["do_nothing"]["horizon_total"] == 0
     assert set(result["sensitivity"]["factors"]) == {"volume", "outcome_values", "hardware_price"}
     for r in result["candidates"]:
         ev = r["value_per_prediction"]
         assert ev["low"] <= ev["value"] <= ev["high"]
+
+
+# A scenario worked out on paper. Two candidates on the same 20 test examples (classes a, b):
+#   big:   19 right -> value (19 x 0.10 - 1 x 0.20) / 20 = 0.085 per prediction
+#          1 prediction/s at 0.36 USD/hour -> 0.10 USD per 1,000; 36 J each = 0.01 kWh per 1,000 at 0.5 -> 0.005
+#          cost 0.105 / 1,000 = 0.000105 per prediction; net 0.084895; monthly net at 10,000: 848.95
+#          one-off: 10 h training x 3.6 = 36, 2 kWh x 0.5 = 1, engineering 2,000 -> 2,037
+#          horizon: 848.95 x 12 - 2,037 = 8,150.40; ROI 8,150.4 / 2,037; payback ceil(2,037 / 848.95) = 3
+#          break-even volume 2,037 / (0.084895 x 12) = 1,999.53/month
+#          break-even accuracy: need 2,037 / 120,000 + 0.000105 = 0.01708 per prediction;
+#          0.1 a - 0.2 (1 - a) = 0.01708 -> a = 0.21708 / 0.3 = 0.7236
+#   small: 18 right -> (1.8 - 0.4) / 20 = 0.07 per prediction
+#          100 predictions/s -> 0.001 per 1,000; 0.36 J -> 0.0001 kWh x 0.5 = 0.00005; cost 0.00000105 each
+#          monthly net (0.07 - 0.00000105) x 10,000 = 699.9895; one-off 0.36 + 0.01 + 2,000 = 2,000.37
+#          horizon: 699.9895 x 12 - 2,000.37 = 6,399.504
+#   big earns 848.95 - 699.9895 = 148.96/month more, 8,150.4 - 6,399.504 = 1,750.896 more over 12 months.
+#   Their horizon totals are equal at (2,037 - 2,000.37) / ((0.084895 - 0.06999895) x 12) = 204.92/month.
+HAND = {"volume_per_month": 10_000, "horizon_months": 12, "outcomes": {"correct": 0.10, "wrong": -0.20},
+        "serve": {"usd_per_hour": 0.36}, "train": {"usd_per_hour": 3.6}, "energy": {"usd_per_kwh": 0.5},
+        "engineering": 2000}
+HAND_Y = [0] * 10 + [1] * 10
+
+
+def hand_candidates() -> list[dict]:
+    def answers(wrong: int) -> list[list[float]]:
+        right = [[0.9, 0.1] if t == 0 else [0.2, 0.8] for t in HAND_Y]
+        return [p[::-1] if i < wrong else p for i, p in enumerate(right)]  # the first `wrong` answers flipped
+
+    return [fake_measurement("big", HAND_Y, answers(1), labels=["a", "b"], predictions_per_second=1.0,
+                             joules_per_prediction=36.0, train_s=36_000, train_kwh=2.0),
+            fake_measurement("small", HAND_Y, answers(2), labels=["a", "b"], predictions_per_second=100.0,
+                             joules_per_prediction=0.36, train_s=360, train_kwh=0.02)]
+
+
+def test_a_scenario_worked_out_by_hand():
+    result = compare(hand_candidates(), load_scenario(HAND), resamples=0)
+    big, small = result["candidates"]
+    assert big["value_per_prediction"]["value"] == pytest.approx(0.085)
+    assert big["serve_cost_per_1000"] == pytest.approx(0.10) and big["energy_cost_per_1000"] == pytest.approx(0.005)
+    assert big["one_off"] == pytest.approx({"training_hardware": 36.0, "training_energy": 1.0, "engineering": 2000.0,
+                                           "total": 2037.0})
+    assert big["monthly_net"] == pytest.approx(848.95)
+    assert big["horizon_total"] == pytest.approx(8150.40)
+    assert big["roi"] == pytest.approx(8150.4 / 2037)
+    assert big["payback_month"] == 3
+    assert big["break_even_volume"] == pytest.approx(2037 / (0.084895 * 12))
+    assert big["break_even_accuracy"] == pytest.approx(0.21708 / 0.3)
+    assert small["value_per_prediction"]["value"] == pytest.approx(0.07)
+    assert small["cost_per_1000"] == pytest.approx(0.00105)
+    assert small["one_off"]["total"] == pytest.approx(2000.37)
+    assert small["monthly_net"] == pytest.approx(699.9895)
+    assert small["horizon_total"] == pytest.approx(6399.504)
+    assert result["recommended"] == "big"
+    text = result["recommendation"]
+    assert text.startswith("big earns 149 USD/month more than small")  # 148.96, rounded to whole USD
+    assert "1,751 USD more over 12 months" in text and "below 205 predictions/month small is better" in text
+    assert result["do_nothing"]["horizon_total"] == 0
+    assert not big["dominated_value_cost"] and not small["dominated_value_cost"]  # big earns more, small costs less
+
+
+def test_below_the_crossover_the_cheaper_candidate_is_recommended():
+    # Without engineering the one-offs are 37 and 0.37; at 150 predictions/month (below the 204.92 crossover):
+    #   big   0.084895 x 150 x 12 - 37 = 115.811; small 0.06999895 x 150 x 12 - 0.37 = 125.628
+    result = compare(hand_candidates(), load_scenario(HAND | {"engineering": 0, "volume_per_month": 150}),
+                     resamples=0)
+    big, small = result["candidates"]
+    assert big["horizon_total"] == pytest.approx(115.811) and small["horizon_total"] == pytest.approx(125.62811)
+    assert result["recommended"] == "small"
+    assert "above 205 predictions/month big is better" in result["recommendation"]
+
+
+def test_the_hand_made_measurement_has_the_shape_of_a_real_one(measured):
+    # compare() reads only keys that measure() writes, so the hand-worked scenario checks the real code path.
+    fake = key_paths(hand_candidates()[0])
+    assert fake <= key_paths(measured[1]), fake - key_paths(measured[1])
 
 
 def test_a_model_that_loses_money_leads_to_do_nothing(measured):
@@ -109,11 +242,12 @@ def test_cli_value_end_to_end(runs, tmp_path):
     scenario = tmp_path / "s.yaml"
     scenario.write_text(json.dumps(SCENARIO))
     proc = run_cli("value", *(r.path for r in runs), "--scenario", scenario, "--output", tmp_path / "v",
-                   "--budget", "2")
+                   "--iterations", "5")
     assert proc.returncode == 0, proc.stderr
     assert "report:" in proc.stdout
     data = json.loads((tmp_path / "v" / "value.json").read_text())
     assert len(data["candidates"]) == 2 and len(data["measurements"]) == 2
+    assert all(m["latency_ms_batch1"]["n"] == 5 for m in data["measurements"])
     page = (tmp_path / "v" / "value.html").read_text()
     assert data["recommendation"].split(" ")[0] in page and page.count("<img") == 3
 

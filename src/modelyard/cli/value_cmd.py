@@ -13,11 +13,13 @@ import click
               "(default: value-<UTC timestamp>/).")
 @click.option("--budget", default=20.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds of speed measurement per run.")
-def value(runs: tuple[str, ...], scenario: str, output: str | None, budget: float) -> None:
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Time exactly this many calls per speed measurement instead of using --budget.")
+def value(runs: tuple[str, ...], scenario: str, output: str | None, budget: float, iterations: int | None) -> None:
     """Measure each RUN on this machine, price it in the scenario, and recommend one."""
     from modelyard.value import value as run_value
 
-    result = run_value(list(runs), scenario, output=output, budget_s=budget)
+    result = run_value(list(runs), scenario, output=output, budget_s=budget, iterations=iterations)
     cur = result["scenario"]["currency"]
     for r in result["candidates"]:
         click.echo(f"{r['name']:24s} accuracy {r['accuracy']:.4f}  p95 {r['p95_ms']:8.2f} ms  "

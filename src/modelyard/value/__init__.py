@@ -31,7 +31,7 @@ def __getattr__(name):  # the submodules import torch and friends only when used
 
 
 def value(runs: list[str | Path], scenario, *, output: str | Path | None = None, budget_s: float = 20.0,
-          isolated: bool = True, device: str = "cpu") -> dict:
+          iterations: int | None = None, isolated: bool = True, device: str = "cpu") -> dict:
     """Measure every run on this machine, compare them in `scenario`, and write value.json and value.html.
 
     Args:
@@ -39,6 +39,7 @@ def value(runs: list[str | Path], scenario, *, output: str | Path | None = None,
         scenario: a scenario YAML path, mapping, or `Scenario`.
         output: folder for value.json and value.html (default: value-<UTC timestamp>/ in the current folder).
         budget_s: seconds of speed measurement per candidate.
+        iterations: time exactly this many calls per speed measurement instead of using `budget_s`.
         isolated: measure each run in its own process (so peak memory is the model's own).
 
     Raises:
@@ -64,7 +65,7 @@ def value(runs: list[str | Path], scenario, *, output: str | Path | None = None,
         labels[str(run)] = meta["labels"]
     s.outcomes.matrix(same_labels(labels))  # a value matrix that does not fit the labels fails now
     get = measure_isolated if isolated else measure
-    measurements = [get(run, budget_s=budget_s, device=device) for run in runs]
+    measurements = [get(run, budget_s=budget_s, iterations=iterations, device=device) for run in runs]
     result = compare(measurements, s)
     out = Path(output) if output else Path(f"value-{utc_stamp()}")
     out.mkdir(parents=True, exist_ok=True)

@@ -34,19 +34,28 @@ def read_predictions(path: Path, labels: list[str]) -> tuple[np.ndarray, np.ndar
     return y, prob
 
 
-def repeat_until_stable(fn, *, budget_s: float, min_runs: int = 10, max_runs: int = 10_000,
-                        tolerance: float = 0.02) -> list[float]:
+def repeat_until_stable(fn, *, budget_s: float = 20.0, iterations: int | None = None, min_runs: int = 10,
+                        max_runs: int = 10_000, tolerance: float = 0.02, clock=time.perf_counter) -> list[float]:
     """Seconds per call of `fn`, repeated until the median stops moving (the median of all calls within
-    `tolerance` of the median of the first half) or `budget_s` is spent, and at least `min_runs` times."""
+    `tolerance` of the median of the first half) or `budget_s` is spent, and at least `min_runs` times.
+
+    Args:
+        iterations: call `fn` exactly this many times instead (the same work on every machine, e.g. in tests).
+        clock: seconds as a float; a test passes a fake one to check the stopping rule without wall-clock time.
+    """
+    if iterations is not None:
+        if iterations < 1:
+            raise ValueError(f"iterations must be at least 1, got {iterations}")
+        min_runs = max_runs = iterations
     times: list[float] = []
-    deadline = time.perf_counter() + budget_s
+    deadline = clock() + budget_s
     while len(times) < max_runs:
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
         n = len(times)
         if n >= min_runs:
-            if time.perf_counter() > deadline:
+            if clock() > deadline:
                 break
             if n >= 2 * min_runs:
                 whole, half = statistics.median(times), statistics.median(times[: n // 2])
@@ -82,8 +91,10 @@ def flops_per_example(predictor, inputs, n: int = 8) -> float | None:
     return total / count
 
 
-def measure(run: str | Path, *, budget_s: float = 20.0, batch_sizes=BATCH_SIZES, device: str = "cpu") -> dict:
-    """Every figure `modelyard value` needs about one run. `budget_s` bounds the speed measurements."""
+def measure(run: str | Path, *, budget_s: float = 20.0, iterations: int | None = None, batch_sizes=BATCH_SIZES,
+            device: str = "cpu") -> dict:
+    """Every figure `modelyard value` needs about one run. `budget_s` bounds the speed measurements; with
+    `iterations`, each speed and energy measurement makes exactly that many timed calls instead."""
     import yaml
 
     from modelyard.artifact import load, resolve_model_dir
@@ -118,12 +129,13 @@ def measure(run: str | Path, *, budget_s: float = 20.0, batch_sizes=BATCH_SIZES,
     share = budget_s / (1 + len(batch_sizes))
     counter = iter(range(10**9))
     latency = repeat_until_stable(lambda: predictor.predict_proba(batch(1, next(counter))), budget_s=share,
-                                  min_runs=30)
+                                  iterations=iterations, min_runs=30)
     throughput = {}
     for size in batch_sizes:
         x = batch(size)
         predictor.predict_proba(x)
-        times = repeat_until_stable(lambda: predictor.predict_proba(x), budget_s=share, min_runs=3)
+        times = repeat_until_stable(lambda: predictor.predict_proba(x), budget_s=share, iterations=iterations,
+                                    min_runs=3)
         per_s = [size / t for t in times]
         throughput[str(size)] = {"per_second": float(np.median(per_s)), "min": float(min(per_s)),
                                  "max": float(max(per_s)), "n": len(times)}
@@ -131,7 +143,7 @@ def measure(run: str | Path, *, budget_s: float = 20.0, batch_sizes=BATCH_SIZES,
     x = batch(int(best))
     meter, runs = EnergyMeter(), 0
     deadline = time.perf_counter() + max(1.0, share / 2)
-    while time.perf_counter() < deadline or runs < 3:
+    while runs < iterations if iterations is not None else (time.perf_counter() < deadline or runs < 3):
         predictor.predict_proba(x)
         runs += 1
     joules = meter.read() / (runs * int(best))
@@ -168,12 +180,14 @@ def measure(run: str | Path, *, budget_s: float = 20.0, batch_sizes=BATCH_SIZES,
     }
 
 
-def measure_isolated(run: str | Path, *, budget_s: float = 20.0, device: str = "cpu") -> dict:
+def measure_isolated(run: str | Path, *, budget_s: float = 20.0, iterations: int | None = None,
+                     device: str = "cpu") -> dict:
     """`measure` in a fresh Python process, so its peak memory is this model's alone."""
     import subprocess
 
+    fixed = [] if iterations is None else ["--iterations", str(iterations)]
     proc = subprocess.run([sys.executable, "-m", "modelyard.value.measure", str(run), "--budget", str(budget_s),
-                           "--device", device], capture_output=True, text=True)
+                           *fixed, "--device", device], capture_output=True, text=True)
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
         raise RunError(f"measuring {run} failed: {last}")
@@ -188,10 +202,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run")
     parser.add_argument("--budget", type=float, default=20.0)
+    parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     try:
-        print(json.dumps(measure(args.run, budget_s=args.budget, device=args.device)))
+        print(json.dumps(measure(args.run, budget_s=args.budget, iterations=args.iterations, device=args.device)))
     except ModelyardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -3,12 +3,26 @@ like the experiment config (unknown keys are errors naming the line and the clos
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelyard.errors import ConfigError
+from modelyard.value.economics import MAX_MONTHS
+
+# The valid ranges: every figure `modelyard value` derives from numbers inside them is finite (the economics caps
+# what lies beyond, and says so). Volume stays under economics.MAX_VOLUME even when the sensitivity analysis
+# raises it by half.
+MAX_VOLUME = 1e14  # predictions per month
+MAX_OUTCOME = 1e9  # value of one prediction, either sign
+MAX_PRICE = 1e9  # per hour or per kWh
+MAX_ONE_OFF = 1e12  # engineering, per candidate
+
+Outcome = Annotated[float, Field(ge=-MAX_OUTCOME, le=MAX_OUTCOME, allow_inf_nan=False)]
+Price = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)]
 
 
 class Section(BaseModel):
@@ -18,17 +32,18 @@ class Section(BaseModel):
 class Outcomes(Section):
     """What one prediction is worth. Give `correct`/`wrong`, or `value_matrix`, or `tp`/`fp`/`tn`/`fn`."""
 
-    correct: float | None = Field(None, description="Value of a correct prediction.")
-    wrong: float | None = Field(None, description="Value of a wrong prediction (usually negative).")
-    value_matrix: dict[str, dict[str, float]] | None = Field(
+    correct: Outcome | None = Field(None, description="Value of a correct prediction.")
+    wrong: Outcome | None = Field(None, description="Value of a wrong prediction (usually negative).")
+    value_matrix: dict[str, dict[str, Outcome]] | None = Field(
         None, description="{true label: {predicted label: value}}; every label the models know, both ways."
     )
-    tp: float | None = None
-    fp: float | None = None
-    tn: float | None = None
-    fn: float | None = None
+    tp: Outcome | None = None
+    fp: Outcome | None = None
+    tn: Outcome | None = None
+    fn: Outcome | None = None
     positive: str | None = Field(None, description="tp/fp/tn/fn: the positive label (default: the second label).")
-    abstain: float | None = Field(None, description="Value of sending an uncertain case to a person (a cost: negative).")
+    abstain: Outcome | None = Field(None, description="Value of sending an uncertain case to a person (a cost: "
+                                    "negative). Without it no rule abstains.")
 
     @model_validator(mode="after")
     def _exactly_one_form(self):
@@ -74,26 +89,37 @@ class Outcomes(Section):
 
 
 class HourlyPrice(Section):
-    usd_per_hour: float = Field(..., ge=0, description="Price of the hardware per hour, in the scenario's currency.")
+    usd_per_hour: Price = Field(..., description="Price of the hardware per hour, in the scenario's currency.")
 
 
 class EnergyPrice(Section):
-    usd_per_kwh: float = Field(0.0, ge=0)
-    kg_co2_per_kwh: float | None = Field(None, ge=0, description="Grid carbon intensity, to report emissions.")
+    usd_per_kwh: Price = 0.0
+    kg_co2_per_kwh: Price | None = Field(None, description="Grid carbon intensity, to report emissions.")
 
 
 class Scenario(Section):
-    volume_per_month: float = Field(..., gt=0, description="Predictions per month.")
-    horizon_months: int = Field(12, ge=1)
+    volume_per_month: float = Field(..., gt=0, le=MAX_VOLUME, allow_inf_nan=False,
+                                    description="Predictions per month.")
+    horizon_months: int = Field(12, ge=1, le=MAX_MONTHS)
     currency: str = "USD"
     outcomes: Outcomes
-    latency_slo_ms: float | None = Field(None, gt=0, description="p95 latency at batch 1 a candidate must meet.")
+    latency_slo_ms: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                        description="p95 latency at batch 1 a candidate must meet.")
     serve: HourlyPrice
     train: HourlyPrice = Field(default_factory=lambda: HourlyPrice(usd_per_hour=0.0))
     energy: EnergyPrice = Field(default_factory=EnergyPrice)
     engineering: float | dict[str, float] = Field(
         0.0, description="One-off cost to build and deploy: one amount for every candidate, or {run name: amount}."
     )
+
+    @field_validator("engineering")
+    @classmethod
+    def _engineering_in_range(cls, v):
+        for name, amount in (v.items() if isinstance(v, dict) else [(None, v)]):
+            if not (math.isfinite(amount) and 0 <= amount <= MAX_ONE_OFF):
+                raise ValueError(f"an engineering cost{f' (for {name})' if name else ''} must be a number from 0 to "
+                                 f"{MAX_ONE_OFF:,.0f}")
+        return v
 
     def engineering_for(self, name: str) -> float:
         if isinstance(self.engineering, dict):
