@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from sklearn.base import clone
+from sklearn.base import clone, is_classifier
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils import get_tags
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from modelyard.errors import NotFittedError
@@ -64,6 +65,12 @@ def test_seed_makes_fitting_deterministic():
 
 
 # ---------------------------------------------------------------- composes with scikit-learn's tools
+
+
+def test_tags_say_a_dense_classifier():
+    tags = get_tags(MLP())
+    assert is_classifier(MLP()) and tags.estimator_type == "classifier"
+    assert tags.classifier_tags.multi_class and not tags.input_tags.sparse and not tags.input_tags.allow_nan
 
 
 def test_clone_copies_the_parameters_and_not_the_fit():

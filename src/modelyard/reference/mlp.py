@@ -189,7 +189,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         try:
             check_is_fitted(self)
         except SklearnNotFittedError:
-            raise _NotFittedError("this MLP is not fitted yet: call fit(X, y) before predict or predict_proba") from None
+            raise _NotFittedError("this MLP is not fitted yet: call fit(X, y) before predicting") from None
         _reject_sparse_and_complex(X)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         out = self.network_.predict_output(X)
