@@ -6,15 +6,11 @@ Example:
     >>> modelyard.load(run.path).predict(images)
 """
 
-import os
-
-# Nothing is downloaded at run time; Hugging Face libraries read only local files and the local cache.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 __version__ = "0.1.0"
 
-from modelyard.errors import ConfigError, DataError, ModelError, ModelyardError, RunError  # noqa: E402
+# Importing modelyard changes nothing in the process (no HF_HUB_OFFLINE): nothing is downloaded at run time
+# because each of modelyard's own Hugging Face calls passes local_files_only=True (see models/hf.py).
+from modelyard.errors import ConfigError, DataError, ModelError, ModelyardError, RunError
 
 
 def train(config=None, **kwargs):
@@ -25,7 +21,8 @@ def train(config=None, **kwargs):
 
 
 def __getattr__(name):
-    # torch and friends load on first use, so `modelyard --help` and config errors stay fast.
+    # The modules behind these names import torch: loading them on first use keeps `import modelyard` and
+    # `modelyard --help` free of it.
     if name == "Run":
         from modelyard.pipeline import Run
 

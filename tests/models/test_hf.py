@@ -26,17 +26,45 @@ def build(model_dir, num_classes=3, task="classification", **fields):
                         vocab_size=tok.tokenizer.get_vocab_size(), pad_id=tok.pad_id or 0, task=task)
 
 
-def test_builtin_minilm_is_the_real_pretrained_encoder():
-    cfg = MODELS.get("hf").config.model_validate({"name": "hf"})
-    assert cfg.pretrained == "builtin:minilm"  # the default pre-trained text model
-    tok = model_tokenizer(cfg)
-    assert tok.pad_id == 0 and tok.tokenizer.get_vocab_size() == 30522
-    model = create_model(cfg, input_shape=(16,), num_classes=4, kind="text", vocab_size=30522, pad_id=0)
-    n = sum(p.numel() for p in model.hf.base_model.parameters())
-    assert 22_000_000 < n < 23_000_000
-    enc = tok.tokenizer.encode_batch(["a sound editor", "network tools for the kernel"])
-    ids = torch.tensor([e.ids[:8] + [0] * (8 - len(e.ids[:8])) for e in enc])
-    assert model(ids).shape == (2, 4)
+# Run in a fresh process with the network cut off: no HF_HUB_OFFLINE in the environment, and any DNS lookup or
+# connection is recorded and refused. Loading must need neither (local_files_only=True on modelyard's own calls).
+OFFLINE_MINILM = """
+import json, os, socket, sys
+attempts = []
+def refuse(*args, **kwargs):
+    attempts.append(repr(args[:2]))
+    raise OSError("the network is cut off in this test")
+socket.getaddrinfo = socket.create_connection = socket.socket.connect = refuse
+import modelyard
+env_after_import = [k for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if k in os.environ]
+import torch
+from modelyard.models import MODELS, create_model, model_tokenizer
+cfg = MODELS.get("hf").config.model_validate({"name": "hf"})
+tok = model_tokenizer(cfg)
+model = create_model(cfg, input_shape=(16,), num_classes=4, kind="text", vocab_size=30522, pad_id=0)
+enc = tok.tokenizer.encode_batch(["a sound editor", "network tools for the kernel"])
+ids = torch.tensor([e.ids[:8] + [0] * (8 - len(e.ids[:8])) for e in enc])
+print(json.dumps({"env": env_after_import, "attempts": attempts, "pretrained": cfg.pretrained, "pad": tok.pad_id,
+                  "vocab": tok.tokenizer.get_vocab_size(), "shape": list(model(ids).shape),
+                  "params": sum(p.numel() for p in model.hf.base_model.parameters())}))
+"""
+
+
+def test_builtin_minilm_loads_offline_and_import_leaves_the_environment_alone():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    proc = subprocess.run([sys.executable, "-c", OFFLINE_MINILM], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    facts = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert facts["env"] == []  # `import modelyard` no longer turns other code's Hugging Face calls offline
+    assert facts["attempts"] == []  # and modelyard's own calls never reach for the network
+    assert facts["pretrained"] == "builtin:minilm"  # the default pre-trained text model
+    assert facts["pad"] == 0 and facts["vocab"] == 30522
+    assert 22_000_000 < facts["params"] < 23_000_000  # the real all-MiniLM-L6-v2 encoder
+    assert facts["shape"] == [2, 4]
 
 
 def test_a_model_that_is_not_on_disk_says_how_to_provide_it(tmp_path, monkeypatch):
@@ -80,20 +108,34 @@ def test_lora_trains_only_the_adapters_and_the_classifier(tmp_path, topics_csv, 
 
 
 def test_finetuned_model_loads_with_plain_transformers(tmp_path, topics_csv, tiny_bert_dir):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
     run = modelyard.train(hf_config(topics_csv, tiny_bert_dir), output=tmp_path, quiet=True)
-    texts = ["Fresh tomatoes and basil for the garden.", "a router and a switch"]
-    ours = modelyard.load(run.path).predict_proba(texts)
+    # Longer than the 24 tokens training used (data.tokenizer.max_length), within the 64 positions of the model:
+    # what comes after token 24 must be cut off by plain transformers too.
+    texts = ["Fresh tomatoes and basil for the garden. " + "a router and a switch for the network " * 6,
+             "a router and a switch " * 5 + "fresh tomatoes basil and seeds for the garden " * 3,
+             "a short one"]
+    ours = modelyard.load(run.path)
+    proba = ours.predict_proba(texts)
     folder = run.path / "model" / "hf"
+    assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == 24
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tok = AutoTokenizer.from_pretrained(folder)
+    assert len(tok(texts[0])["input_ids"]) > 40  # the texts really are longer than training's 24
     with torch.no_grad():
-        theirs = model(**tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=24)).logits
-    assert np.allclose(ours, theirs.softmax(-1).numpy(), atol=1e-5)
+        theirs = model(**tok(texts, return_tensors="pt", padding=True, truncation=True)).logits.softmax(-1).numpy()
+    assert np.allclose(proba, theirs, atol=1e-5)
     assert model.config.id2label == dict(enumerate(json.loads((run.path / "model/modelyard.json").read_text())["labels"]))
+    assert model.config.label2id == {label: i for i, label in model.config.id2label.items()}
+    # The one-line pipeline a user would write gives the same labels and probabilities.
+    classify = pipeline("text-classification", model=str(folder), device="cpu")
+    answers = classify(texts, truncation=True, top_k=None)
+    assert [max(a, key=lambda d: d["score"])["label"] for a in answers] == list(ours.predict(texts))
+    piped = np.array([[{d["label"]: d["score"] for d in a}[label] for label in ours.labels] for a in answers])
+    assert np.allclose(proba, piped, atol=1e-5)
     # Saved and reloaded, predict gives identical probabilities; evaluate re-derives the test metrics.
-    assert np.array_equal(ours, modelyard.load(run.path).predict_proba(texts))
+    assert np.array_equal(proba, modelyard.load(run.path).predict_proba(texts))
     assert modelyard.evaluate(run.path)["accuracy"] == pytest.approx(run.metrics["test"]["accuracy"])
 
 
