@@ -108,23 +108,28 @@ def predict(run: str, inputs: str, output: str | None, as_json: bool) -> None:
 
 @click.command()
 @click.argument("run", type=click.Path(file_okay=False))
-@click.option("--prompt", required=True, help="Text to continue.")
-@click.option("--max-new-tokens", default=50, show_default=True, type=click.IntRange(min=1))
-@click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(min=0),
+@click.option("--prompt", required=True, help="Text to continue; an empty prompt starts a new document.")
+@click.option("--max-new-tokens", default=50, show_default=True, type=int, help="0: print the prompt only.")
+@click.option("--temperature", default=0.8, show_default=True, type=float,
               help="0: always the most likely token; higher: more varied.")
-@click.option("--top-k", default=50, show_default=True, type=click.IntRange(min=0),
+@click.option("--top-k", default=50, show_default=True, type=int,
               help="Sample from the k most likely tokens only (0: all).")
-@click.option("--seed", type=int, help="Seed for sampling; the same seed gives the same text.")
+@click.option("--seed", type=int, help="Seed for sampling, 0 to 2**64-1; the same seed gives the same text.")
 def generate(run: str, prompt: str, max_new_tokens: int, temperature: float, top_k: int, seed: int | None) -> None:
     """Continue PROMPT with the language model of RUN, printing tokens as they are sampled."""
+    from modelyard.generation import check_prompt, check_sampling
+
+    # Before loading the model (seconds): a bad argument is answered at once.
+    check_prompt(prompt)
+    check_sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
     from modelyard.artifact import load
 
     model = load(run)
     if not hasattr(model, "generate"):
         raise ConfigError(f"{run} holds a classifier, which does not generate text; use `modelyard predict {run} "
                           "INPUT`, or train a gpt or causal hf model on a text:PATH corpus")
+    pieces = model.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
     click.echo(prompt, nl=False)
-    for piece in model.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature,
-                                top_k=top_k or None, seed=seed):
+    for piece in pieces:
         click.echo(piece, nl=False)
     click.echo()
