@@ -134,3 +134,24 @@ def test_value_pareto_fronts_read_the_table():
     rows = [{"p95_ms": 1.0, "cost_per_1000": 1.0}, {"p95_ms": 2.0, "cost_per_1000": 0.5},
             {"p95_ms": 3.0, "cost_per_1000": 3.0}]
     assert pareto_dominated(rows, "p95_ms", "cost_per_1000") == [False, False, True]
+
+
+def test_a_language_model_keeps_its_lowest_perplexity_epoch(tmp_path, corpus_txt):
+    # Issue 12 item 6: with val_perplexity read as higher-is-better, the run kept its worst epoch.
+    import json
+
+    import modelyard
+    from tests.conftest import tiny_config
+
+    small = tmp_path / "small.txt"
+    small.write_text("\n".join(corpus_txt.read_text().splitlines()[:60]) + "\n")
+    cfg = tiny_config(name="lm", data={"source": f"text:{small}", "block_size": 16,
+                                       "tokenizer": {"kind": "bpe", "vocab_size": 120}},
+                      train={"epochs": 2, "batch_size": 16, "lr": 0.01, "monitor": "val_perplexity"})
+    cfg["model"] = {"name": "gpt", "d_model": 16, "n_layers": 1, "n_heads": 2}
+    run = modelyard.train(cfg, output=tmp_path, quiet=True)
+    history = [json.loads(line)["val_perplexity"] for line in (run.path / "history.jsonl").read_text().splitlines()]
+    assert max(history) > min(history)
+    assert run.metrics["best_value"] == pytest.approx(min(history))
+    assert run.metrics["best_epoch"] == int(np.argmin(history)) + 1
+    assert run.metrics["val"]["perplexity"] == pytest.approx(min(history), rel=1e-4)  # the kept model is that epoch's
