@@ -1,8 +1,11 @@
 import os
+import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,33 +29,52 @@ def free_port() -> int:
 
 
 class Server:
+    """`modelyard serve` in a subprocess on a port it picks itself (--port 0, so parallel tests never race for
+    one); its stderr (warnings, the access log) goes to a file that `log()` reads."""
+
     def __init__(self, model, *args, env=None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "modelyard", "serve", str(model), "--port",
-                                      str(self.port), *map(str, args)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+        fd, name = tempfile.mkstemp(prefix="modelyard-server-", suffix=".log")
+        os.close(fd)
+        self.log_path = Path(name)
+        with open(self.log_path, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "modelyard", "serve", str(model), "--port", "0",
+                                          *map(str, args)], stdout=subprocess.DEVNULL, stderr=err, text=True,
+                                         env={**os.environ, **(env or {})})
+        self.url = None
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {self.proc.stderr.read()}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError("server did not become ready in 120 s")
+                raise AssertionError(f"server exited: {self.log()}")
+            if self.url is None:
+                found = re.search(r"listening on (http://[^\s]+):(\d+)", self.log())
+                if found:
+                    self.url, self.port = f"{found[1]}:{found[2]}", int(found[2])
+            if self.url is not None:
+                try:
+                    if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError(f"server did not become ready in 120 s: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def alive(self) -> bool:
         return self.proc.poll() is None and httpx.get(f"{self.url}/v2/health/live").status_code == 200
 
     def stop(self) -> str:
+        """Stop the server (SIGTERM, then SIGKILL after 30 s); returns its stderr."""
         self.proc.terminate()
         try:
-            _, err = self.proc.communicate(timeout=30)
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
+            self.proc.wait()
+        err = self.log()
+        self.log_path.unlink(missing_ok=True)
         return err
 
 

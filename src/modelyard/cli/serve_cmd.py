@@ -9,7 +9,8 @@ import click
 @click.argument("model", metavar="MODEL")
 @click.option("--name", help="The model's name in URLs (default: its registry name, else the experiment name).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; 0.0.0.0 exposes the server.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="0 picks a free port, printed on stderr as `listening on http://HOST:PORT`.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
 @click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(1, 4096),
               help="Items per forward pass; 1 turns dynamic batching off.")
@@ -20,14 +21,17 @@ import click
 @click.option("--max-items", default=1024, show_default=True, type=click.IntRange(1, 1_000_000),
               help="Most items in one request.")
 @click.option("--no-auth", is_flag=True, help="Serve without API keys (local experiments only).")
+@click.option("--no-access-log", is_flag=True,
+              help="Write no line per request (time, client name, route, status, latency) to stderr.")
 def serve(model: str, name: str | None, host: str, port: int, workers: int, max_batch_size: int,
-          max_wait_ms: float, max_body_mb: float, max_items: int, no_auth: bool) -> None:
+          max_wait_ms: float, max_body_mb: float, max_items: int, no_auth: bool, no_access_log: bool) -> None:
     """Serve MODEL (a run directory, NAME for its production version, or NAME:VERSION) over HTTP."""
     from modelyard.serving.app import ServerConfig, serve as run_server
 
     if no_auth:
         click.echo("warning: --no-auth: anyone who can reach this port can use the model", err=True)
     cfg = ServerConfig(model=model, name=name, auth=not no_auth, max_batch_size=max_batch_size,
-                       max_wait_ms=max_wait_ms, max_body_bytes=int(max_body_mb * 2**20), max_items=max_items)
+                       max_wait_ms=max_wait_ms, max_body_bytes=int(max_body_mb * 2**20), max_items=max_items,
+                       access_log=not no_access_log)
     click.echo(f"serving {model} on http://{host}:{port} (docs: http://{host}:{port}/docs)", err=True)
     run_server(cfg, host=host, port=port, workers=workers)

@@ -1,9 +1,10 @@
-"""Prometheus metrics of one server: requests by route and status, latency, batch sizes, queue depth."""
+"""Prometheus metrics of one server: requests by route and status, latency, batch sizes, queue depth, usage
+flushes that failed."""
 
 from __future__ import annotations
 
-import time
-
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
@@ -21,35 +22,22 @@ class ServerMetrics:
                                  registry=self.registry)
         self.auth_failures = Counter("modelyard_auth_failures", "Requests refused for a missing or wrong API key",
                                      registry=self.registry)
+        self.usage_flush_failures = Counter("modelyard_usage_flush_failures",
+                                            "Times the usage counters could not be saved to the registry (they are "
+                                            "kept and retried)", registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def middleware_class(self):
-        metrics = self
 
-        class Middleware:
-            """Counts every answer, 4xx from the limits middleware included."""
+def router(served) -> APIRouter:
+    r = APIRouter()
 
-            def __init__(self, app) -> None:
-                self.app = app
+    @r.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    def prometheus_metrics() -> PlainTextResponse:
+        """Prometheus text format: requests by status, latency, batch sizes, queue depth."""
+        if served.batcher:
+            served.metrics.queue_depth.set(served.batcher.depth)
+        return PlainTextResponse(served.metrics.render(), media_type="text/plain; version=0.0.4")
 
-            async def __call__(self, scope, receive, send):
-                if scope["type"] != "http":
-                    return await self.app(scope, receive, send)
-                t0, status = time.perf_counter(), [500]
-
-                async def watch(msg):
-                    if msg["type"] == "http.response.start":
-                        status[0] = msg["status"]
-                    await send(msg)
-
-                try:
-                    await self.app(scope, receive, watch)
-                finally:
-                    route = scope.get("route")
-                    path = getattr(route, "path", None) or "unmatched"
-                    metrics.requests.labels(path, str(status[0])).inc()
-                    metrics.latency.labels(path).observe(time.perf_counter() - t0)
-
-        return Middleware
+    return r

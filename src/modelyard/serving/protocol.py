@@ -29,6 +29,35 @@ class BadRequest(Exception):
         self.status = status
 
 
+FP32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_text(value: str, where: str) -> str:
+    """A string that can be encoded as UTF-8 (JSON lets a client send a lone surrogate such as "\\ud800")."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{where} is not valid Unicode (it holds a lone surrogate such as \\ud800); "
+                         "send UTF-8 text") from None
+    return value
+
+
+def as_float32(values, where: str) -> np.ndarray:
+    """Numbers -> float32, refusing what float32 cannot hold (NaN, infinities, |x| > 3.4e38)."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except OverflowError:  # an integer too large even for float64
+        raise BadRequest(f"{where}: a value is too large; values must be within FP32 range "
+                         f"(|x| <= {FP32_MAX:.3g})") from None
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(np.float32)
+    if not np.isfinite(out).all():
+        bad = arr.reshape(-1)[~np.isfinite(out.reshape(-1))][0]
+        raise BadRequest(f"{where}: values must be finite numbers within FP32 range (|x| <= {FP32_MAX:.3g}); "
+                         f"got {bad:g}")
+    return out
+
+
 # ---------------------------------------------------------------- v2 bodies
 
 
@@ -158,6 +187,8 @@ def tensor_values(t: TensorIn, spec: TensorSpec, max_items: int) -> np.ndarray:
         raise BadRequest(f"input {t.name!r}: shape {t.shape} has a negative dimension")
     if len(t.shape) != len(spec.shape) or any(s != -1 and s != d for s, d in zip(spec.shape, t.shape)):
         raise BadRequest(f"input {t.name!r}: shape {t.shape} does not fit {spec.shape} (-1: any size)")
+    if 0 in t.shape:
+        raise BadRequest(f"input {t.name!r}: shape {t.shape} holds no items; send at least one")
     if t.shape and t.shape[0] > max_items:
         raise BadRequest(f"input {t.name!r}: {t.shape[0]} items is more than this server's limit of {max_items} "
                          "per request; split the request", status=413)
@@ -170,15 +201,14 @@ def tensor_values(t: TensorIn, spec: TensorSpec, max_items: int) -> np.ndarray:
             raise BadRequest(f"input {t.name!r}: datatype must be BYTES, got {t.datatype}")
         if not all(isinstance(v, str) for v in flat):
             raise BadRequest(f"input {t.name!r}: BYTES data must be strings")
+        for i, v in enumerate(flat):
+            check_text(v, f"input {t.name!r} element {i}")
         return np.array(flat, dtype=object).reshape(t.shape)
     if t.datatype not in NUMERIC or t.datatype == "BOOL":
         raise BadRequest(f"input {t.name!r}: datatype must be numeric (FP32, FP64, INT32, ...), got {t.datatype}")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat):
-        raise BadRequest(f"input {t.name!r}: {t.datatype} data must be numbers")
-    arr = np.asarray(flat, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        raise BadRequest(f"input {t.name!r}: values must be finite numbers")
-    return arr.astype(np.float32).reshape(t.shape)
+        raise BadRequest(f"input {t.name!r}: {t.datatype} data must be finite numbers")
+    return as_float32(flat, f"input {t.name!r}").reshape(t.shape)
 
 
 def decode_v2(req: InferRequest, pre, max_items: int):
@@ -218,18 +248,25 @@ def decode_v1(req: PredictRequest, pre, max_items: int):
     if len(items) > max_items:
         raise BadRequest(f"{len(items)} items is more than this server's limit of {max_items} per request", 413)
     if field == "texts":
-        return list(items), len(items)
+        return [check_text(v, f"texts[{i}]") for i, v in enumerate(items)], len(items)
     if field == "rows":
+        for i, row in enumerate(items):
+            for k, v in row.items():
+                check_text(k, f"rows[{i}] column name")
+                if isinstance(v, str):
+                    check_text(v, f"rows[{i}][{k!r}]")
         return pd.DataFrame(items), len(items)
     if field == "images":
         return [decode_image(s, i) for i, s in enumerate(items)], len(items)
     try:
-        arr = np.asarray(items, dtype=np.float64)
+        arr = as_float32(items, "inputs")
     except (ValueError, TypeError):
         raise BadRequest("inputs must be equally shaped arrays of numbers") from None
-    if not np.isfinite(arr).all():
-        raise BadRequest("inputs must be finite numbers")
-    return arr.astype(np.float32), len(arr)
+    want = {"image": "(N, H, W) or (N, H, W, C)", "sequence": f"(N, {getattr(pre, 'length', 'L')})"}[pre.kind]
+    if arr.ndim not in ((3, 4) if pre.kind == "image" else (2,)) or 0 in arr.shape:
+        raise BadRequest(f"inputs are shaped {arr.shape}; this {pre.kind} model takes arrays shaped {want}, "
+                         "every dimension at least 1")
+    return arr, len(arr)
 
 
 def decode_image(b64: str, index: int):
@@ -246,48 +283,60 @@ def decode_image(b64: str, index: int):
         raise BadRequest(f"images[{index}] is not an image Pillow can read ({exc.__class__.__name__})") from None
 
 
+def header_length(value: str, body_length: int) -> int:
+    """The Inference-Header-Content-Length of a binary-extension request, checked against the body."""
+    if not (value.isascii() and value.isdigit()) or int(value) > body_length:
+        raise BadRequest(f"Inference-Header-Content-Length {value[:40]!r} is not a length within the body "
+                         f"of {body_length} bytes: send the byte length of the JSON header that starts the body")
+    return int(value)
+
+
 def binary_to_json(body: bytes, header_length: int) -> bytes:
     """The v2 binary-data extension (tritonclient's default): a JSON header followed by raw tensors. Returns the
     same request with every tensor's data written into its JSON, so one typed endpoint reads both forms."""
     try:
         head = json.loads(body[:header_length])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("the Inference-Header-Content-Length header does not point at a JSON header") from None
     if not isinstance(head, dict) or not isinstance(head.get("inputs"), list):
         raise BadRequest("the binary request's JSON header has no inputs list")
     offset = header_length
     for t in head["inputs"]:
-        params = t.get("parameters") or {}
-        size = params.pop("binary_data_size", None) if isinstance(params, dict) else None
-        if size is None:
+        if not isinstance(t, dict):
+            raise BadRequest("each input of the binary request's JSON header must be an object")
+        params = t.get("parameters")
+        if not isinstance(params, dict) or "binary_data_size" not in params:
             continue
-        if not isinstance(size, int) or size < 0 or offset + size > len(body):
-            raise BadRequest(f"input {t.get('name')!r}: binary_data_size does not fit the body")
-        chunk = body[offset:offset + size]
+        size = params.pop("binary_data_size")
+        name = str(t.get("name"))[:200]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(body):
+            raise BadRequest(f"input {name!r}: binary_data_size does not fit the body")
+        t["data"] = _binary_values(body[offset:offset + size], t.get("datatype"), name)
         offset += size
-        dtype = t.get("datatype")
-        if dtype == "BYTES":
-            values, i = [], 0
-            while i < len(chunk):
-                if i + 4 > len(chunk):
-                    raise BadRequest(f"input {t.get('name')!r}: truncated BYTES element")
-                n = int.from_bytes(chunk[i:i + 4], "little")
-                values.append(chunk[i + 4:i + 4 + n].decode("utf-8", errors="replace"))
-                i += 4 + n
-            t["data"] = values
-        elif dtype in NUMERIC:
-            itemsize = np.dtype(NUMERIC[dtype]).itemsize
-            if len(chunk) % itemsize:
-                raise BadRequest(f"input {t.get('name')!r}: {len(chunk)} bytes is not a whole number of {dtype}")
-            t["data"] = np.frombuffer(chunk, dtype=np.dtype(NUMERIC[dtype]).newbyteorder("<")).astype(float).tolist()
-        else:
-            raise BadRequest(f"input {t.get('name')!r}: unknown datatype {dtype!r}")
-        t["parameters"] = params
-    for o in head.get("outputs") or []:  # answers are always JSON; tritonclient reads either
-        if isinstance(o, dict) and isinstance(o.get("parameters"), dict):
+    for o in head.get("outputs") if isinstance(head.get("outputs"), list) else []:
+        if isinstance(o, dict) and isinstance(o.get("parameters"), dict):  # answers are always JSON
             o["parameters"].pop("binary_data", None)
-    head.setdefault("parameters", {})
-    if isinstance(head["parameters"], dict):
+    if isinstance(head.get("parameters"), dict):
         head["parameters"].pop("binary_data_output", None)
     return json.dumps(head).encode()
 
+
+def _binary_values(chunk: bytes, dtype, name: str) -> list:
+    if dtype == "BYTES":
+        values, i = [], 0
+        while i < len(chunk):
+            n = int.from_bytes(chunk[i:i + 4], "little")
+            if i + 4 + n > len(chunk):
+                raise BadRequest(f"input {name!r}: truncated BYTES element")
+            values.append(chunk[i + 4:i + 4 + n].decode("utf-8", errors="replace"))
+            i += 4 + n
+        return values
+    if dtype not in NUMERIC:
+        raise BadRequest(f"input {name!r}: unknown datatype {str(dtype)[:40]!r}")
+    item = np.dtype(NUMERIC[dtype]).newbyteorder("<")
+    if len(chunk) % item.itemsize:
+        raise BadRequest(f"input {name!r}: {len(chunk)} bytes is not a whole number of {dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = np.frombuffer(chunk, dtype=item).astype(float)
+    # JSON has no NaN or infinity: write them as null, which the typed endpoint refuses with a clear message.
+    return [v if np.isfinite(v) else None for v in values.tolist()]

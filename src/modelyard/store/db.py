@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from modelyard.errors import ModelyardError
 
@@ -56,13 +56,37 @@ def database_url() -> str:
 ID_COLUMN = {"sqlite": "id INTEGER PRIMARY KEY", "postgresql": "id SERIAL PRIMARY KEY"}
 
 
+ENV_TIMEOUT = "MODELYARD_DB_TIMEOUT"
+
+
+def busy_timeout_s() -> float:
+    """How long a write waits for another writer's lock on the SQLite registry before it fails: 30 s, or
+    MODELYARD_DB_TIMEOUT seconds."""
+    value = os.environ.get(ENV_TIMEOUT, "30")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise RegistryError(f"{ENV_TIMEOUT}={value!r}: give the seconds a registry write waits for a lock, "
+                            "from 0 to 3600 (default 30)")
+    return seconds
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     dbapi_conn.isolation_level = None  # SQLAlchemy's recipe: we emit BEGIN ourselves (see _sqlite_begin)
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; concurrent CLIs and servers
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s() * 1000)}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_begin(conn) -> None:
+    # BEGIN IMMEDIATE takes the write lock at the start, so two processes registering at once queue instead of
+    # both reading the same "latest version" and one failing at commit. A read (see `reading`) begins deferred:
+    # in WAL mode it never waits for a writer, so checking an API key works while a writer holds the lock.
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("modelyard_read") else "BEGIN IMMEDIATE")
 
 
 _ENGINES: dict[str, Engine] = {}
@@ -75,13 +99,12 @@ def connect(url: str | None = None) -> Engine:
         url = url.replace("postgresql://", "postgresql+psycopg://", 1)
     if url in _ENGINES:
         return _ENGINES[url]
+    busy_timeout_s()  # a bad MODELYARD_DB_TIMEOUT fails here, with its own message
     try:
         engine = create_engine(url, future=True, pool_pre_ping=True)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
-            # BEGIN IMMEDIATE takes the write lock at the start, so two processes registering at once queue
-            # instead of both reading the same "latest version" and one failing at commit.
-            event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+            event.listen(engine, "begin", _sqlite_begin)
         migrate(engine)
     except ModelyardError:
         raise
@@ -91,6 +114,11 @@ def connect(url: str | None = None) -> Engine:
                             "Check MODELYARD_DB_URL (or MODELYARD_HOME for the default SQLite file)") from None
     _ENGINES[url] = engine
     return engine
+
+
+def reading(url: str | None = None) -> Connection:
+    """A connection for reads only (`with reading(url) as conn:`); it never waits for a writer's lock on SQLite."""
+    return connect(url).connect().execution_options(modelyard_read=True)
 
 
 def migrate(engine: Engine) -> int:

@@ -12,7 +12,7 @@ import secrets
 
 from sqlalchemy import text
 
-from modelyard.store.db import RegistryError, connect
+from modelyard.store.db import RegistryError, connect, reading
 from modelyard.store.models import NAME, now
 
 PREFIX = "my_"
@@ -49,21 +49,30 @@ def verify_key(key: str | None, *, url: str | None = None) -> dict | None:
     """The key's record if it is known and not revoked, else None."""
     if not key:
         return None
-    with connect(url).connect() as conn:
+    with reading(url) as conn:
         r = conn.execute(text("SELECT id, name, prefix FROM api_keys WHERE key_sha256 = :h AND revoked_at IS NULL"),
                          {"h": _hash(key)}).first()
     return dict(r._mapping) if r else None
 
 
 def add_usage(key_id: int, *, requests: int, predictions: int, compute_ms: float, url: str | None = None) -> None:
+    add_usage_many({key_id: (requests, predictions, compute_ms)}, url=url)
+
+
+def add_usage_many(counts: dict[int, tuple[int, int, float]], *, url: str | None = None) -> None:
+    """Add {key id: (requests, predictions, compute ms)} to the usage counters, all in one transaction: if it
+    fails, none was added, so the caller can keep the counts and retry."""
+    if not counts:
+        return
+    t = now()
+    rows = [{"r": r, "p": p, "c": c, "t": t, "k": key_id} for key_id, (r, p, c) in counts.items()]
     with connect(url).begin() as conn:
         conn.execute(text("UPDATE usage SET requests = requests + :r, predictions = predictions + :p, "
-                          "compute_ms = compute_ms + :c, last_used = :t WHERE key_id = :k"),
-                     {"r": requests, "p": predictions, "c": compute_ms, "t": now(), "k": key_id})
+                          "compute_ms = compute_ms + :c, last_used = :t WHERE key_id = :k"), rows)
 
 
 def usage(*, url: str | None = None) -> list[dict]:
-    with connect(url).connect() as conn:
+    with reading(url) as conn:
         rows = conn.execute(text(
             "SELECT k.id, k.name, k.prefix, k.created_at, k.revoked_at, u.requests, u.predictions, u.compute_ms, "
             "u.last_used FROM api_keys k JOIN usage u ON u.key_id = k.id ORDER BY k.id"))
