@@ -97,7 +97,7 @@ def test_every_monitor_and_headline_choice_has_a_direction():
 
 
 def test_unknown_metric_is_a_clear_error():
-    with pytest.raises(ConfigError, match=r"unknown metric 'val_perplexty'\. Did you mean 'val_perplexity'\?.*accuracy"):
+    with pytest.raises(ConfigError, match=r"metric 'val_perplexty'\. Did you mean 'val_perplexity'\?.*accuracy"):
         direction("val_perplexty")
     with pytest.raises(ConfigError, match="Known metrics: "):
         direction("zzz")
