@@ -18,7 +18,7 @@ def test_layout(digits_run):
                 "checkpoints/last/training_state.pt", "checkpoints/last/state.json", "checkpoints/best/model.safetensors",
                 "model/model.safetensors", "model/modelyard.json", "predictions/test.csv", "predictions/val.csv",
                 "report.html", "plots/confusion_matrix.png", "plots/learning_curves.png", "plots/roc_curves.png",
-                "plots/reliability.png", "plots/per_class_f1.png"):
+                "plots/pr_curves.png", "plots/reliability.png", "plots/per_class_f1.png"):
         assert (p / rel).is_file(), rel
 
 
@@ -68,7 +68,7 @@ def test_saved_model_reproduces_the_test_predictions(digits_run):
 
 def test_report_is_self_contained(digits_run):
     html = (digits_run.path / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 5
+    assert html.count("data:image/png;base64,") == 6  # learning curves, ROC, PR, confusion, per-class F1, reliability
     assert "Test accuracy" in html and "95% CI" in html and "src=\"http" not in html
 
 

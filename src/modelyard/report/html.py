@@ -2,32 +2,51 @@
 
 from __future__ import annotations
 
-import base64
 import html
 
 import numpy as np
 
 from modelyard.config import config_to_yaml
 from modelyard.report import plots
-
-_STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1{margin-bottom:.2em} .sub{color:#666;margin-top:0} table{border-collapse:collapse;margin:.5em 0 1.5em}
-td,th{border:1px solid #ddd;padding:.3em .7em;text-align:right} th{background:#f4f4f4} td:first-child{text-align:left}
-.headline{font-size:1.6em;margin:.4em 0} .grid{display:flex;flex-wrap:wrap;gap:1em} img{max-width:100%}
-pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.85em}
-"""
+from modelyard.report.page import document, figure, png_bytes, table
 
 _SUMMARY_METRICS = ["accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted",
                     "roc_auc_ovr_macro", "pr_auc_macro", "log_loss", "ece"]
 
-
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+_INTERVAL_METHODS = {
+    "bootstrap": "percentile bootstrap",
+    "percentile-bootstrap": "percentile bootstrap",
+    "wilson": "Wilson score interval",
+    "clopper-pearson": "exact binomial (Clopper-Pearson) interval",
+    "exact": "exact binomial (Clopper-Pearson) interval",
+}
 
 
 def _fmt(v) -> str:
     return "n/a" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+
+
+def interval_method(headline: dict) -> str:
+    """How the headline's interval was computed, in words. A headline written before intervals were named (no
+    "interval" key) came from the percentile bootstrap."""
+    method = headline.get("interval", "bootstrap")
+    if isinstance(method, dict):
+        method = method.get("method") or method.get("name") or "bootstrap"
+    key = str(method).lower().replace("_", "-").replace(" ", "-")
+    words = _INTERVAL_METHODS.get(key, str(method))
+    if "bootstrap" in key and headline.get("resamples"):
+        words += f", {headline['resamples']} resamples of the test set"
+    return words
+
+
+def headline_html(headline: dict) -> str:
+    """"Test accuracy: 0.9852 (95% CI 0.97 to 0.99, Wilson score interval)"."""
+    ci = ""
+    if headline.get("low") is not None:
+        level = headline.get("level", 0.95)
+        ci = (f" ({level:.0%} CI {headline['low']:.4f} to {headline['high']:.4f}, "
+              f"{html.escape(interval_method(headline))})")
+    return f"Test {html.escape(headline['metric'])}: <b>{headline['value']:.4f}</b>{ci}"
 
 
 def confused_pairs(y, prob, labels: list[str], texts: list[str], *, top: int = 5, examples: int = 2) -> list[dict]:
@@ -45,65 +64,85 @@ def confused_pairs(y, prob, labels: list[str], texts: list[str], *, top: int = 5
 def _confusions_html(pairs: list[dict]) -> str:
     if not pairs:
         return ""
-    rows = "".join(
-        f"<tr><td>{html.escape(c['true'])}</td><td>{html.escape(c['predicted'])}</td><td>{c['count']}</td>"
-        f"<td style='text-align:left'>{'<br>'.join(html.escape(t[:240]) for t in c['examples'])}</td></tr>"
-        for c in pairs
-    )
-    return ("<h2>Most confused classes (test)</h2><table><tr><th>true</th><th>predicted</th><th>count</th>"
-            f"<th>examples</th></tr>{rows}</table>")
+    rows = [[html.escape(c["true"]), html.escape(c["predicted"]), str(c["count"]),
+             "<td class='text'>" + "<br>".join(html.escape(t[:240]) for t in c["examples"]) + "</td>"]
+            for c in pairs]
+    return "<h2>Most confused classes (test)</h2>" + table(["true", "predicted", "count", "examples"], rows)
+
+
+def _per_class_table(per_class: dict, aucs: dict) -> str:
+    rows = [[html.escape(k), f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}",
+             _fmt(aucs[k]["roc_auc"]), _fmt(aucs[k]["average_precision"]), str(v["support"])]
+            for k, v in per_class.items()]
+    return table(["class", "precision", "recall", "F1", "ROC AUC", "average precision", "support"], rows)
+
+
+def _training_sentence(metrics: dict) -> str:
+    if metrics["monitor"] is None:  # an estimator: fitted in one call
+        return f"Fitted in {metrics['train_time_s']:.1f} s (no epochs: a scikit-learn estimator)."
+    stopped = " (stopped early)" if metrics["stopped_early"] else ""
+    return (f"Trained {metrics['epochs']} epochs{stopped} ({metrics['steps']} optimiser steps) in "
+            f"{metrics['train_time_s']:.1f} s on {metrics['processes']} process(es). Kept the weights of epoch "
+            f"{metrics['best_epoch']}, the best {html.escape(metrics['monitor'])} "
+            f"({_fmt(metrics['best_value'])}).")
+
+
+_CAPTIONS = {  # how to read each figure
+    "learning_curves": "A marker per epoch. The dashed line and the star mark the epoch whose weights were kept. "
+                       "A validation loss that rises while the training loss falls is over-fitting.",
+    "roc_curves": "Up and to the left is better; AUC 1 is perfect, 0.5 is chance.",
+    "pr_curves": "Up and to the right is better; AP (average precision) is the area under the curve.",
+    "confusion_matrix": "Rows: true class; columns: predicted. Off the diagonal: mistakes.",
+    "per_class_f1": "",
+    "reliability": "Points above the diagonal: the model is right more often than it claims; below: over-confident. "
+                   "The bars below count the examples per bin: a point resting on few examples means little.",
+}
+
+
+def _figure(figures: dict, name: str) -> str:
+    return figure(figures.get(name), plots.title(name), _CAPTIONS[name])
 
 
 def write_report(run, cfg, metrics: dict, history: list[dict], test_predictions, labels: list[str],
                  texts: list[str] | None = None) -> None:
+    """Write run/report.html and every figure as run/plots/<name>.png."""
     y, prob, _ = test_predictions
     test = metrics["test"]
     figures = {
-        "learning_curves": plots.learning_curves(history) if history else None,
+        "learning_curves": plots.learning_curves(history, best_epoch=metrics.get("best_epoch"),
+                                                 monitor=metrics.get("monitor")) if history else None,
         "confusion_matrix": plots.confusion_matrix(test["confusion_matrix"], labels),
         "roc_curves": plots.roc_curves(y, prob, labels),
+        "pr_curves": plots.pr_curves(y, prob, labels),
         "reliability": plots.reliability_diagram(y, prob, cfg.evaluate.ece_bins),
         "per_class_f1": plots.per_class_f1(test["per_class"]),
     }
+    figures = {name: png_bytes(fig) for name, fig in figures.items() if fig is not None}
     run.plots_dir.mkdir(exist_ok=True)
     for name, png in figures.items():
-        if png:
-            (run.plots_dir / f"{name}.png").write_bytes(png)
-    h = test["headline"]
-    ci = (f" (95% CI {h['low']:.4f} to {h['high']:.4f}, {h['resamples']} bootstrap resamples of the test set)"
-          if h["low"] is not None else "")
-    rows = "".join(
-        f"<tr><td>{m}</td><td>{_fmt(metrics['val'].get(m))}</td><td>{_fmt(test.get(m))}</td></tr>"
-        for m in _SUMMARY_METRICS
-    )
-    per_class = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{v['precision']:.3f}</td><td>{v['recall']:.3f}</td>"
-        f"<td>{v['f1']:.3f}</td><td>{v['support']}</td></tr>"
-        for k, v in test["per_class"].items()
-    )
-    stopped = " (stopped early)" if metrics["stopped_early"] else ""
-    if metrics["monitor"] is None:  # an estimator: fitted in one call
-        trained = f"Fitted in {metrics['train_time_s']:.1f} s (no epochs: a scikit-learn estimator)."
-    else:
-        trained = (f"Trained {metrics['epochs']} epochs{stopped} ({metrics['steps']} optimiser steps) in "
-                   f"{metrics['train_time_s']:.1f} s on {metrics['processes']} process(es); best "
-                   f"{html.escape(metrics['monitor'])} {_fmt(metrics['best_value'])} at epoch {metrics['best_epoch']}.")
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(cfg.name)} - modelyard report</title>
-<style>{_STYLE}</style></head><body>
-<h1>{html.escape(cfg.name)}</h1>
+        (run.plots_dir / f"{name}.png").write_bytes(png)
+    summary = table(["metric", "validation", "test"],
+                    [[m, _fmt(metrics["val"].get(m)), _fmt(test.get(m))] for m in _SUMMARY_METRICS])
+    averages = (f" Beyond {plots.MAX_CURVES} classes the plots show micro- and macro-averaged curves over faint "
+                "per-class ones; every class's AUC is in the table below." if len(labels) > plots.MAX_CURVES else "")
+    ece = (f"Expected calibration error: {test['ece']:.4f} ({cfg.evaluate.ece_bins} equal-width bins). "
+           + _CAPTIONS["reliability"])
+    learning = ("<h2>Learning curves</h2>" + _figure(figures, "learning_curves")) if "learning_curves" in figures else ""
+    body = f"""<h1>{html.escape(cfg.name)}</h1>
 <p class="sub">{html.escape(cfg.model.name)} on {html.escape(cfg.data.source)} &middot; run {html.escape(run.path.name)}</p>
-<p class="headline">Test {h['metric']}: <b>{h['value']:.4f}</b>{ci}</p>
-<p>{trained} {metrics['parameters']:,} parameters ({metrics['trainable_parameters']:,} trainable).
+<p class="headline">{headline_html(test['headline'])}</p>
+<p>{_training_sentence(metrics)} {metrics['parameters']:,} parameters ({metrics['trainable_parameters']:,} trainable).
 Test set: {test['n']} examples; validation: {metrics['val']['n']}.</p>
-<h2>Metrics</h2><table><tr><th>metric</th><th>validation</th><th>test</th></tr>{rows}</table>
-<h2>Learning curves</h2>{_img(figures['learning_curves'], 'learning curves') if figures['learning_curves'] else ''}
-<h2>Test set</h2><div class="grid">{_img(figures['confusion_matrix'], 'confusion matrix')}
-{_img(figures['roc_curves'], 'ROC curves')}{_img(figures['reliability'], 'reliability diagram')}</div>
-<p>Expected calibration error: {test['ece']:.4f} ({cfg.evaluate.ece_bins} equal-width bins). Bars above the diagonal:
-the model is more often right than it claims; below: over-confident.</p>
-{_img(figures['per_class_f1'], 'per-class F1')}
-<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{per_class}</table>
+<h2>Metrics</h2>{summary}
+{learning}
+<h2>How well does it separate the classes? (test)</h2>
+<div class="grid">{_figure(figures, 'roc_curves')}{_figure(figures, 'pr_curves')}</div>
+<p class="note">One-vs-rest: each class against all the others.{averages}</p>
+{_per_class_table(test['per_class'], plots.per_class_auc(y, prob, labels))}
+<h2>Where does it go wrong? (test)</h2>
+<div class="grid">{_figure(figures, 'confusion_matrix')}{_figure(figures, 'per_class_f1')}</div>
 {_confusions_html(confused_pairs(y, prob, labels, texts)) if texts is not None else ''}
-<h2>Configuration</h2><pre>{html.escape(config_to_yaml(cfg))}</pre>
-</body></html>"""
-    run.report_path.write_text(page, encoding="utf-8")
+<h2>Can its confidence be trusted? (test)</h2>
+{figure(figures['reliability'], plots.title('reliability'), ece)}
+<h2>Configuration</h2><pre>{html.escape(config_to_yaml(cfg))}</pre>"""
+    run.report_path.write_text(document(f"{cfg.name} - modelyard report", body), encoding="utf-8")

@@ -4,61 +4,94 @@ from __future__ import annotations
 
 import html
 
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
 from modelyard.machine import describe_machine
-from modelyard.report.html import _STYLE, _img
-from modelyard.report.plots import _png, plt
+from modelyard.report.page import document, figure, plt, png_bytes, table
 from modelyard.value.compare import FACTORS
 
+_CHART_IN = (5.2, 4.4)  # two to a row on the page
+TITLES = {  # chart: (the question it answers, what it shows)
+    "value_cost": ("Which candidate earns the most for what it costs?", "net value against serving cost"),
+    "accuracy_latency": ("Which candidates are accurate and fast enough?", "accuracy against latency"),
+    "sensitivity": ("What if the scenario's figures are off by half?", "sensitivity of the net value"),
+}
 
-def pareto_value_cost(result: dict) -> bytes:
-    cur = result["scenario"]["currency"]
-    fig, ax = plt.subplots(figsize=(5.6, 4))
-    for r in result["candidates"]:
-        dom = r["dominated_value_cost"]
-        ax.scatter(r["cost_per_1000"], r["horizon_total"], marker="x" if dom else "o", s=60,
-                   color="#999" if dom else "#1f77b4")
-        ax.annotate(r["name"] + (" (dominated)" if dom else ""), (r["cost_per_1000"], r["horizon_total"]),
-                    fontsize=8, xytext=(4, 4), textcoords="offset points")
-    ax.scatter(0, 0, marker="s", color="#444")
-    ax.annotate("do nothing", (0, 0), fontsize=8, xytext=(4, -10), textcoords="offset points")
-    ax.axhline(0, color="#ccc", lw=1)
-    ax.set(xlabel=f"serving cost per 1,000 predictions ({cur})", ylabel=f"net value over the horizon ({cur})",
-           title="Value against cost")
+
+def _title(name: str) -> str:
+    return "{} ({})".format(*TITLES[name])
+
+
+def _label_points(ax, points: list[tuple[float, float, str, bool]], color: str) -> None:
+    """A point per candidate, named beside it; dominated ones grey crosses."""
+    for x, y, name, dominated in points:
+        ax.scatter(x, y, marker="x" if dominated else "o", s=60, color="#999" if dominated else color, zorder=3)
+        ax.annotate(name + (" (dominated)" if dominated else ""), (x, y), fontsize=8, xytext=(5, 5),
+                    textcoords="offset points")
+    ax.margins(x=0.3, y=0.2)  # room for the names at the edges
     ax.grid(alpha=0.3)
-    return _png(fig)
 
 
-def pareto_accuracy_latency(result: dict, slo: float | None) -> bytes:
-    fig, ax = plt.subplots(figsize=(5.6, 4))
-    for r in result["candidates"]:
-        dom = r["dominated_accuracy_latency"]
-        ax.scatter(r["p95_ms"], r["accuracy"], marker="x" if dom else "o", s=60, color="#999" if dom else "#2ca02c")
-        ax.annotate(r["name"] + (" (dominated)" if dom else ""), (r["p95_ms"], r["accuracy"]), fontsize=8,
-                    xytext=(4, 4), textcoords="offset points")
+def _tick(v: float, _pos=None) -> str:
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+
+def pareto_value_cost(result: dict) -> Figure:
+    cur = result["scenario"]["currency"]
+    fig, ax = plt.subplots(figsize=_CHART_IN)
+    _label_points(ax, [(r["cost_per_1000"], r["horizon_total"], r["name"], r["dominated_value_cost"])
+                       for r in result["candidates"]] + [(0.0, 0.0, "do nothing", False)], "#1f77b4")
+    ax.axhline(0, color="#ccc", lw=1)
+    for axis in (ax.xaxis, ax.yaxis):  # amounts in full, and no "1e-7" offset text colliding with the label
+        axis.set_major_formatter(FuncFormatter(_tick))
+    ax.set(xlabel=f"serving cost per 1,000 predictions ({cur})", ylabel=f"net value over the horizon ({cur})")
+    ax.set_title("{}\n({})".format(*TITLES["value_cost"]), fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def pareto_accuracy_latency(result: dict, slo: float | None) -> Figure:
+    fig, ax = plt.subplots(figsize=_CHART_IN)
+    _label_points(ax, [(r["p95_ms"], r["accuracy"], r["name"], r["dominated_accuracy_latency"])
+                       for r in result["candidates"]], "#2ca02c")
     if slo:
         ax.axvline(slo, color="#d62728", ls="--", lw=1, label=f"latency SLO {slo:g} ms")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
     ax.set_xscale("log")
-    ax.set(xlabel="p95 latency at batch 1 (ms, log scale)", ylabel="test accuracy", title="Accuracy against latency")
-    ax.grid(alpha=0.3)
-    return _png(fig)
+    ax.set(xlabel="p95 latency at batch 1 (ms, log scale)", ylabel="test accuracy")
+    ax.set_title("{}\n({})".format(*TITLES["accuracy_latency"]), fontsize=11)
+    fig.tight_layout()
+    return fig
 
 
-def tornado(result: dict) -> bytes:
+def tornado(result: dict) -> Figure:
     sens, cur = result["sensitivity"], result["scenario"]["currency"]
     base = sens["base"]
-    fig, ax = plt.subplots(figsize=(6.4, 2.8))
+    fig, ax = plt.subplots(figsize=(8.0, 3.2))
     names = list(sens["factors"])
     order = sorted(names, key=lambda f: abs(sens["factors"][f]["high"] - sens["factors"][f]["low"]))
     for i, f in enumerate(order):
         lo, hi = sens["factors"][f]["low"], sens["factors"][f]["high"]
-        ax.barh(i, lo - base, left=base, color="#d62728", alpha=0.7, label="-50%" if i == 0 else None)
-        ax.barh(i, hi - base, left=base, color="#2ca02c", alpha=0.7, label="+50%" if i == 0 else None)
-    ax.axvline(base, color="#333", lw=1)
-    ax.set_yticks(range(len(order)), [FACTORS[f] for f in order], fontsize=8)
-    ax.set(xlabel=f"net value over the horizon ({cur})", title=f"Sensitivity of {sens['candidate']}")
-    ax.legend(fontsize=8, loc="lower right")
-    return _png(fig)
+        ax.barh(i, lo - base, left=base, color="#d62728", alpha=0.7, label="factor -50%" if i == 0 else None)
+        ax.barh(i, hi - base, left=base, color="#2ca02c", alpha=0.7, label="factor +50%" if i == 0 else None)
+    ax.axvline(base, color="#333", lw=1, label=f"as in the scenario: {base:,.0f} {cur}")
+    ax.axvline(0, color="#999", lw=1, ls=":")
+    ax.set_yticks(range(len(order)), [FACTORS[f] for f in order], fontsize=9)
+    ax.set(xlabel=f"net value over the horizon ({cur})")
+    ax.set_title(f"{TITLES['sensitivity'][0]}\n(sensitivity of {sens['candidate']}'s net value; the dotted line is "
+                 "break-even)", fontsize=11)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3)  # clear of every bar
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
+_RULES = {"argmax": "argmax", "value_optimal": "value-optimal", "value_optimal_abstain": "value-optimal + abstain"}
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 2**20:.1f} MiB" if n_bytes >= 2**20 else f"{n_bytes / 2**10:.1f} KiB"
 
 
 def _g(x) -> str:
@@ -72,62 +105,79 @@ def _f(x, digits: int = 2) -> str:
     return f"{x:,.{digits}f}"
 
 
-def write_value_report(path, result: dict) -> None:
-    s, cur = result["scenario"], result["scenario"]["currency"]
-    rows = []
+def _name_cell(r: dict, recommended: str | None) -> str:
+    name = html.escape(r["name"])
+    if r["kind"] != "model":
+        return name
+    marks = [m for m, on in (("recommended", r["name"] == recommended), ("breaks the SLO", not r["meets_slo"]),
+                             ("dominated", r["dominated_value_cost"])) if on]
+    name = f"<b>{name}</b>" if r["name"] == recommended else name
+    return name + (f"<br><small>{', '.join(marks)}</small>" if marks else "")
+
+
+def _quality_table(result: dict) -> str:
+    rows = [[_name_cell(r, result["recommended"]), _f(r["accuracy"], 4), _f(r["f1_macro"], 4), _f(r["p95_ms"]),
+             _f(r["predictions_per_second"], 0), _f(r["parameters"], 0) if r.get("parameters") else "-",
+             _size(r["bytes_on_disk"])]
+            for r in result["candidates"]]
+    return table(["candidate", "accuracy", "macro-F1", "p95 ms", "predictions/s", "parameters", "size on disk"], rows)
+
+
+def _payback(r: dict) -> list[str]:
+    """ROI, payback month, break-even volume and accuracy: figures that only a model has."""
+    return [_f(r["roi"]) if r["roi"] is not None else "-",
+            str(r["payback_month"]) if r["payback_month"] is not None else "never",
+            _f(r["break_even_volume"], 0) if r["break_even_volume"] is not None else "never",
+            _f(r["break_even_accuracy"], 4) if r.get("break_even_accuracy") is not None else "-"]
+
+
+def _money_table(result: dict) -> str:
+    cur, rows = result["scenario"]["currency"], []
     for r in result["candidates"] + [result["do_nothing"]]:
         model = r["kind"] == "model"
         ev = r["value_per_prediction"]
-        ci = f" ({_g(ev['low'])} to {_g(ev['high'])})" if model and ev.get("low") is not None else ""
-        mark = "" if not model else ("" if r["meets_slo"] else " (breaks the SLO)") + \
-            (" (dominated)" if r["dominated_value_cost"] else "")
-        rows.append(
-            f"<tr><td>{html.escape(r['name'])}{mark}</td>"
-            f"<td>{_f(r.get('accuracy'), 4) if model else '-'}</td><td>{_f(r.get('f1_macro'), 4) if model else '-'}</td>"
-            f"<td>{_f(r.get('p95_ms')) if model else '-'}</td>"
-            f"<td>{_f(r.get('predictions_per_second'), 0) if model else '-'}</td>"
-            f"<td>{_f(r['parameters'], 0) if model and r.get('parameters') else '-'}</td>"
-            f"<td>{_f(r['bytes_on_disk'] / 2**20, 1) if model else '-'}</td>"
-            f"<td>{_g(ev['value'])}{ci}</td><td>{_g(r['cost_per_1000'])}</td>"
-            f"<td>{_f(r['monthly_net'], 0)}</td><td>{_f(r['horizon_total'], 0)}</td>"
-            f"<td>{_f(r['roi']) if r['roi'] is not None else '-'}</td>"
-            f"<td>{r['payback_month'] if r['payback_month'] is not None else 'never'}</td>"
-            f"<td>{_f(r['break_even_volume'], 0) if r['break_even_volume'] is not None else 'never'}</td>"
-            f"<td>{_f(r.get('break_even_accuracy'), 4) if model and r.get('break_even_accuracy') is not None else '-'}</td></tr>"
-        )
-    rules = "".join(
-        f"<tr><td>{html.escape(r['name'])}</td>"
-        + "".join(f"<td>{_g(r['decision_rules']['rules'].get(k, {}).get('test'))}</td>"
-                  for k in ("argmax", "value_optimal", "value_optimal_abstain"))
-        + f"<td>{html.escape(r['decision_rules']['chosen'])}</td></tr>"
-        for r in result["candidates"]
-    )
-    speed = "".join(
-        f"<tr><td>{html.escape(r['name'])}</td><td>{_f(r['p50_ms'])}</td><td>{_f(r['p95_ms'])}</td>"
-        f"<td>{_f(r['p99_ms'])}</td><td>{_f(r['flops_per_example'] / 1e6, 1) if r['flops_per_example'] else 'not measured'}"
-        f"</td><td>{_f(r['one_off']['total'])}</td></tr>"
-        for r in result["candidates"]
-    )
+        ci = f"<br><small>{_g(ev['low'])} to {_g(ev['high'])}</small>" if model and ev.get("low") is not None else ""
+        rows.append([
+            _name_cell(r, result["recommended"]), f"{_g(ev['value'])}{ci}", _g(r["cost_per_1000"]),
+            _f(r["monthly_net"], 0), _f(r["horizon_total"], 0), *(_payback(r) if model else ["-"] * 4)])
+    return table(["candidate", "value per prediction (95% CI)", f"cost per 1,000 ({cur})", f"net per month ({cur})",
+                  f"net over horizon ({cur})", "ROI", "payback month", "break-even volume per month",
+                  "break-even accuracy"], rows)
+
+
+def write_value_report(path, result: dict) -> None:
+    s, cur = result["scenario"], result["scenario"]["currency"]
+    rules = table(
+        ["candidate", *_RULES.values(), "chosen on val"],
+        [[html.escape(r["name"])] + [_g(r["decision_rules"]["rules"].get(k, {}).get("test")) for k in _RULES]
+         + [_RULES.get(r["decision_rules"]["chosen"], html.escape(r["decision_rules"]["chosen"]))]
+         for r in result["candidates"]])
+    speed = table(
+        ["candidate", "p50 ms", "p95 ms", "p99 ms", "MFLOPs/example", f"one-off cost ({cur})"],
+        [[html.escape(r["name"]), _f(r["p50_ms"]), _f(r["p95_ms"]), _f(r["p99_ms"]),
+          _g(r["flops_per_example"] / 1e6) if r["flops_per_example"] else "not measured",
+          _f(r["one_off"]["total"])] for r in result["candidates"]])
     slo = s.get("latency_slo_ms")
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>modelyard value</title>
-<style>{_STYLE}</style></head><body>
-<h1>Which model is worth deploying</h1>
+    latency_caption = "Up and to the left is better: more accurate and faster." + (
+        " Right of the red line breaks the SLO." if slo else "")
+    body = f"""<h1>Which model is worth deploying</h1>
 <p class="headline">{html.escape(result['recommendation'])}</p>
 <p class="sub">{s['volume_per_month']:,.0f} predictions/month over {s['horizon_months']} months; serving hardware
 {s['serve']['usd_per_hour']:g} {cur}/hour{f"; latency SLO p95 &le; {slo:g} ms" if slo else ""}. Measured on
 {html.escape(describe_machine(result['machine']))}.</p>
-<h2>Candidates</h2>
-<table><tr><th>candidate</th><th>accuracy</th><th>macro-F1</th><th>p95 ms</th><th>pred/s</th><th>parameters</th>
-<th>MiB on disk</th><th>value/prediction (95% CI)</th><th>{cur} per 1,000</th><th>net/month</th><th>net over horizon</th>
-<th>ROI</th><th>payback month</th><th>break-even volume/month</th><th>break-even accuracy</th></tr>{''.join(rows)}</table>
-<p>Value per prediction uses each model's decision rule chosen on the validation split and is measured on the
-test split. Costs: serving hardware at the best measured batch size, plus energy; one-off: training hardware, training
-energy and engineering. "Dominated": another candidate (or doing nothing) has at least as much value for no more cost.</p>
-<div class="grid">{_img(pareto_value_cost(result), 'value against cost')}{_img(pareto_accuracy_latency(result, slo), 'accuracy against latency')}</div>
-<h2>Sensitivity</h2>{_img(tornado(result), 'tornado chart')}
-<h2>Decision rules (test value per prediction)</h2>
-<table><tr><th>candidate</th><th>argmax</th><th>value-optimal</th><th>value-optimal + abstain</th><th>chosen on val</th></tr>{rules}</table>
-<h2>Speed and compute</h2>
-<table><tr><th>candidate</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>MFLOPs/example</th><th>one-off cost ({cur})</th></tr>{speed}</table>
-</body></html>"""
-    path.write_text(page, encoding="utf-8")
+<h2>How good and how fast is each candidate?</h2>{_quality_table(result)}
+<h2>What is each worth?</h2>{_money_table(result)}
+<p class="note">Value per prediction uses each model's decision rule chosen on the validation split and is measured on
+the test split. Costs: serving hardware at the best measured batch size, plus energy; one-off: training hardware,
+training energy and engineering. "Dominated": another candidate (or doing nothing) has at least as much value for no
+more cost.</p>
+<div class="grid">{figure(png_bytes(pareto_value_cost(result)), _title('value_cost'),
+                          'Up and to the left is better: more net value for less serving cost.')}
+{figure(png_bytes(pareto_accuracy_latency(result, slo)), _title('accuracy_latency'), latency_caption)}</div>
+<h2>How sure is the recommendation?</h2>
+{figure(png_bytes(tornado(result)), _title('sensitivity'),
+        'Each bar moves one figure of the scenario by half down (red) and half up (green), the others held. '
+        'A bar that crosses the dotted line would turn a profit into a loss.')}
+<h2>Decision rules (test value per prediction)</h2>{rules}
+<h2>Speed and compute</h2>{speed}"""
+    path.write_text(document("modelyard value", body), encoding="utf-8")
