@@ -217,6 +217,14 @@ def test_runs_of_different_label_sets_cannot_be_compared(measured):
     ({"outcomes": {"correct": 1.0, "wrong": -1.0, "tp": 1.0}}, "exactly one of"),
     ({"volume_per_month": -5}, "volume_per_month.*greater than 0"),
     ({"serve": {"usd_per_hr": 1}}, "serve.usd_per_hr.*unknown key; did you mean 'serve.usd_per_hour'"),
+    # The valid ranges, inside which every figure of the comparison is finite (tests/value/test_economics.py)
+    ({"volume_per_month": float("inf")}, "volume_per_month: Input should be a finite number"),
+    ({"volume_per_month": 1e15}, "volume_per_month: Input should be less than or equal to 100000000000000"),
+    ({"horizon_months": 1201}, "horizon_months: Input should be less than or equal to 1200"),
+    ({"outcomes": {"correct": 1.0, "wrong": -1.0, "abstain": float("nan")}}, "outcomes.abstain: .*finite number"),
+    ({"outcomes": {"value_matrix": {"a": {"a": 1e10}}}}, "outcomes.value_matrix.a.a: .*less than or equal to 1000000000 "),
+    ({"serve": {"usd_per_hour": -0.1}}, "serve.usd_per_hour: Input should be greater than or equal to 0"),
+    ({"engineering": {"lenet": -1}}, "engineering: .*cost \\(for lenet\\) must be a number from 0 to"),
 ])
 def test_bad_scenarios_say_what_and_where(change, message):
     with pytest.raises(ConfigError, match=message):
