@@ -29,7 +29,8 @@ def tiny_lm(tmp_path_factory):
     from modelyard.data.corpus import CorpusPreprocessor
     from modelyard.models import create_model
 
-    spec = tiny_config(name="tiny-lm", data={"source": "text:unused.txt", "block_size": 8, "tokenizer": {"kind": "char"}})
+    spec = tiny_config(name="tiny-lm", data={"source": "text:unused.txt", "block_size": 8,
+                                             "tokenizer": {"kind": "char"}})
     spec["model"] = {"name": "gpt", "d_model": 8, "n_layers": 1, "n_heads": 1, "dropout": 0.0}
     cfg = load_config(spec)
     pre = CorpusPreprocessor.fit(RawData(x=CORPUS, y=None, kind="corpus"), cfg.data)
