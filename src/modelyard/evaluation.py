@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from modelyard.errors import DataError
 
@@ -44,7 +43,7 @@ def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None 
     from modelyard.runs import RunDir
 
     rd = RunDir.open(run)
-    cfg = load_config(yaml.safe_load(rd.config_path.read_text()))
+    cfg = load_config(rd.config_path)  # a damaged config.yaml is a ConfigError naming the line
     predictor = load(rd.path)
     lm = predictor.meta.get("task") == "lm"
     if data is None:
