@@ -72,3 +72,35 @@ def test_tfidf_refuses_images_and_weights(tmp_path):
 def test_metrics_record_what_was_fitted(tfidf_run):
     m = json.loads((tfidf_run.path / "metrics.json").read_text())
     assert m["parameters"] == m["trainable_parameters"] > 0 and m["monitor"] is None
+
+
+@pytest.mark.parametrize("classifier", ["svm", "logreg"])
+def test_answers_equal_scikit_learns_own_pipeline(tmp_path, topics_csv, classifier):
+    """The saved, reloaded model scores texts exactly as the scikit-learn pipeline it stands for."""
+    from scipy.special import softmax
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import LinearSVC
+
+    from modelyard.config import load_config
+    from modelyard.data import read_splits
+
+    cfg = load_config(tfidf_config(topics_csv, classifier=classifier, C=0.7))
+    run = modelyard.train(cfg, output=tmp_path, quiet=True)
+    raw, parts, labels = read_splits(cfg.data, cfg.seed)
+    texts = {name: [raw.x[i] for i in idx] for name, idx in parts.items()}
+    y = {name: np.searchsorted(labels, raw.y[idx]) for name, idx in parts.items()}
+    m = cfg.model
+    reference = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, m.ngram_max), min_df=m.min_df, max_features=m.max_features,
+                        sublinear_tf=m.sublinear_tf, lowercase=m.lowercase),
+        LinearSVC(C=0.7) if classifier == "svm" else LogisticRegression(C=0.7, max_iter=2000),
+    ).fit(texts["train"], y["train"])
+    scores = reference.decision_function(texts["test"])
+    expected = softmax(scores / json.loads((run.path / "metrics.json").read_text())["temperature"], axis=1)
+    model = modelyard.load(run.path)
+    assert list(model.labels) == list(labels)
+    # float32 coefficients and TF-IDF weights (half the size on disk) against float64: agreement to 1e-3
+    np.testing.assert_allclose(model.predict_proba(texts["test"]), expected, atol=1e-3)
+    assert list(model.predict(texts["test"])) == [labels[i] for i in reference.predict(texts["test"])]
