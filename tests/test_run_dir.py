@@ -9,17 +9,42 @@ import yaml
 
 import modelyard
 from modelyard.errors import RunError
+from modelyard.runs import RUN_FORMAT, RunDir
 
 
 def test_layout(digits_run):
     p = digits_run.path
     assert p.name.startswith("tiny-") and p.name.endswith("Z")
-    for rel in ("config.yaml", "run.json", "metrics.json", "history.jsonl", "checkpoints/last/model.safetensors",
-                "checkpoints/last/training_state.pt", "checkpoints/last/state.json", "checkpoints/best/model.safetensors",
+    pointer = json.loads((p / "checkpoints" / "LATEST").read_text())
+    assert pointer == {"last": "last-00000040", "best": "best-00000040"}  # 20 steps an epoch, the 2nd epoch best
+    for rel in ("config.yaml", "run.json", "metrics.json", "history.jsonl",
+                "checkpoints/last-00000040/model.safetensors", "checkpoints/last-00000040/training_state.pt",
+                "checkpoints/last-00000040/state.json", "checkpoints/best-00000040/model.safetensors",
                 "model/model.safetensors", "model/modelyard.json", "predictions/test.csv", "predictions/val.csv",
                 "report.html", "plots/confusion_matrix.png", "plots/learning_curves.png", "plots/roc_curves.png",
                 "plots/pr_curves.png", "plots/reliability.png", "plots/per_class_f1.png"):
         assert (p / rel).is_file(), rel
+
+
+def test_run_json_says_what_happened_and_which_format(digits_run):
+    status = json.loads((digits_run.path / "run.json").read_text())
+    assert status["format_version"] == RUN_FORMAT == 2 and status["written_by"] == f"modelyard {modelyard.__version__}"
+    assert status["status"] == "completed" and status["created"] <= status["started"] <= status["finished"]
+    assert "error" not in status
+
+
+def test_a_run_from_another_format_loads_or_says_what_to_do(tmp_path):
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    assert RunDir.open(tmp_path).check_format() == 1  # written before run.json had a format_version
+    (tmp_path / "run.json").write_text(json.dumps({"status": "completed"}))
+    assert RunDir.open(tmp_path).check_format() == 1
+    (tmp_path / "run.json").write_text(json.dumps({"format_version": 3, "written_by": "modelyard 9.0.0"}))
+    with pytest.raises(RunError, match=r"written by modelyard 9.0.0 \(run format 3\); this modelyard .* reads run "
+                                       r"formats 1 to 2. Upgrade modelyard"):
+        RunDir.open(tmp_path)
+    (tmp_path / "run.json").write_text('{"status": ')
+    with pytest.raises(RunError, match="run.json is not valid JSON"):
+        RunDir.open(tmp_path)
 
 
 def test_metrics_json(digits_run):
@@ -73,7 +98,7 @@ def test_report_is_self_contained(digits_run):
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(RunError, match="neither a run directory nor a model directory"):
+    with pytest.raises(RunError, match="no modelyard.json"):
         modelyard.load(tmp_path)
     (tmp_path / "config.yaml").write_text("name: x\n")
     with pytest.raises(RunError, match="did not finish.*--resume"):

@@ -99,6 +99,9 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     monitor: str = Field("val_loss", description="Metric for the best checkpoint and early stopping, e.g. val_accuracy.")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    checkpoint_every_seconds: float | None = Field(
+        60.0, gt=0, description="Save `last` at most this often (and always at the end); null: only at the end."
+    )
     checkpoint_every_steps: int | None = Field(None, ge=1, description="Also save `last` every N optimizer steps.")
 
     @field_validator("monitor")

@@ -33,7 +33,7 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
         config: an `ExperimentConfig`, a YAML path, or a mapping. Not needed with `resume`.
         output: folder under which the run directory is created.
         overrides: dotted assignments such as ``"train.lr=0.01"``.
-        resume: a run directory whose `checkpoints/last` to continue from.
+        resume: a run directory whose last checkpoint to continue from.
         callbacks: `modelyard.training.Callback` instances.
 
     Raises:
@@ -63,10 +63,10 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
         run = RunDir(holder[0])
     if acc.is_main_process:
         run.config_path.write_text(config_to_yaml(cfg))
-        run.set_status(status="running", started=utc_stamp(), processes=acc.num_processes,
-                       device=str(acc.device), precision=acc.mixed_precision)
-    set_seed(cfg.seed)
+        run.mark_running(**{"resumed" if resume is not None else "started": utc_stamp()},
+                         processes=acc.num_processes, device=str(acc.device), precision=acc.mixed_precision)
     try:
+        set_seed(cfg.seed)
         if MODELS.get(cfg.model.name).meta.get("estimator"):
             return _fit_estimator(cfg, run, acc)
         bundle = build_data(cfg.data, cfg.seed, pretrained=model_tokenizer(cfg.model))
@@ -86,10 +86,19 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
         if bundle.task == "lm":
             return _finish_lm(cfg, run, bundle, loop, state, count_parameters(loop.module))
         return _finish(cfg, run, bundle, loop, state, count_parameters(loop.module))
-    except BaseException as exc:
+    except BaseException as exc:  # Ctrl-C and SIGTERM included: run.json must never stay "running"
         if acc.is_main_process:
-            run.set_status(status="failed", error=f"{type(exc).__name__}: {exc}", failed=utc_stamp())
+            _record_failure(run, exc)
         raise
+
+
+def _record_failure(run: RunDir, exc: BaseException) -> None:
+    """run.json: `interrupted` (Ctrl-C, SIGTERM) or `failed`, with the error, the time and the step to resume from."""
+    from modelyard.training.checkpoint import latest_step
+
+    error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    run.set_status(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=error,
+                   finished=utc_stamp(), checkpoint_step=latest_step(run.checkpoints))
 
 
 def _finish(cfg: ExperimentConfig, run: RunDir, bundle, loop, state, sizes: dict) -> Run:
@@ -113,12 +122,10 @@ def _training_facts(cfg: ExperimentConfig, loop, state, sizes: dict) -> dict:
 
 def _best_model(run: RunDir, loop):
     """The trained module with the best checkpoint's weights (the last ones if no epoch was ever best)."""
-    from safetensors.torch import load_model
+    from modelyard.training.checkpoint import load_best_weights
 
     model = loop.module
-    best = run.checkpoints / "best" / "model.safetensors"
-    if best.is_file():
-        load_model(model, str(best))
+    load_best_weights(run.checkpoints, model)
     return model
 
 

@@ -2,14 +2,21 @@
 
 runs/<name>-<UTC timestamp>/
   config.yaml          the resolved experiment config
-  run.json             status (running / failed / completed), timestamps, world size
+  run.json             format_version, status (running / interrupted / failed / completed), timestamps, the
+                       error of a run that did not complete, world size
   metrics.json         {"val": {...}, "test": {...}, "train_time_s": ..., "epochs": ...}
   history.jsonl        one line per epoch
-  checkpoints/last/    model, optimiser, scheduler, RNG, epoch/step (what --resume reads)
-  checkpoints/best/    model weights at the best `train.monitor` value
+  checkpoints/         LATEST names the checkpoint in force: last-<step>/ (model, optimiser, scheduler, RNG,
+                       epoch/step: what --resume reads) and best-<step>/ (weights at the best `train.monitor`
+                       value); see training/checkpoint.py
   model/               model.safetensors + modelyard.json: enough to predict without config or data
   predictions/         test.csv and val.csv: true label, predicted label, every class probability
   report.html, plots/  the report
+  evaluations/         one JSON per `modelyard evaluate` (the split or data it scored, and when)
+
+run.json's format_version says which layout a run has. 1 (no format_version): checkpoints/last/ and
+checkpoints/best/ folders; still read, and a resumed one is continued in the current layout.
+2: the LATEST pointer and versioned checkpoint folders.
 """
 
 from __future__ import annotations
@@ -19,7 +26,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from modelyard import __version__
 from modelyard.errors import RunError
+
+RUN_FORMAT = 2  # run.json's format_version; CHANGELOG.md says what each one changed
+_OUTCOME = ("error", "finished", "failed", "checkpoint_step")  # what a run's last attempt ended with
 
 
 def utc_stamp() -> str:
@@ -41,7 +52,10 @@ class RunDir:
             path.mkdir(parents=True)
         except OSError as exc:
             raise RunError(f"cannot create the run directory {path}: {exc.strerror}; pass a writable --output folder") from None
-        return cls(path)
+        run = cls(path)
+        run.write_json(run.status_path, {"format_version": RUN_FORMAT, "written_by": f"modelyard {__version__}",
+                                         "created": utc_stamp()})
+        return run
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":
@@ -50,7 +64,26 @@ class RunDir:
             raise RunError(f"run directory {run.path} not found; pass the path `modelyard train` printed")
         if not run.config_path.is_file():
             raise RunError(f"{run.path} is not a run directory (no config.yaml); pass the path `modelyard train` printed")
+        run.check_format()
         return run
+
+    def check_format(self) -> int:
+        """The run's format_version (1 for runs written before it existed).
+
+        Raises:
+            RunError: a newer modelyard wrote the run, so this one cannot know its layout.
+        """
+        status = self.status()
+        version = status.get("format_version", 1)
+        if not isinstance(version, int) or version < 1:
+            raise RunError(f"{self.status_path} has format_version {version!r}, which no modelyard writes; "
+                           f"the file was edited or damaged. Train the experiment anew")
+        if version > RUN_FORMAT:
+            writer = status.get("written_by", "a newer modelyard")
+            raise RunError(f"{self.path} was written by {writer} (run format {version}); this modelyard "
+                           f"{__version__} reads run formats 1 to {RUN_FORMAT}. Upgrade modelyard "
+                           f"(pip install -U modelyard) to use this run")
+        return version
 
     # paths
     config_path = property(lambda self: self.path / "config.yaml")
@@ -75,10 +108,27 @@ class RunDir:
             raise RunError(f"{path} is missing; the run may not have finished (see {self.status_path})") from None
 
     def status(self) -> dict:
-        return json.loads(self.status_path.read_text()) if self.status_path.is_file() else {}
+        """run.json's content; {} when there is none (a run written before run.json was created with the folder)."""
+        if not self.status_path.is_file():
+            return {}
+        try:
+            status = json.loads(self.status_path.read_text())
+        except ValueError:
+            raise RunError(f"{self.status_path} is not valid JSON; the file was edited or damaged. "
+                           f"Delete it to treat the run as format 1, or train the experiment anew") from None
+        if not isinstance(status, dict):
+            raise RunError(f"{self.status_path} is not a JSON object; the file was edited or damaged")
+        return status
 
     def set_status(self, **fields: Any) -> None:
         self.write_json(self.status_path, {**self.status(), **fields})
+
+    def mark_running(self, **fields: Any) -> None:
+        """Record that training starts or resumes: status running, in the current format, without the outcome
+        (error, finish time) of an earlier attempt."""
+        status = {k: v for k, v in self.status().items() if k not in _OUTCOME}
+        self.write_json(self.status_path, {**status, "format_version": RUN_FORMAT,
+                                           "written_by": f"modelyard {__version__}", "status": "running", **fields})
 
     def append_history(self, row: dict) -> None:
         with self.history_path.open("a") as f:

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 import modelyard
 from modelyard.training import Callback
+from modelyard.training.checkpoint import latest_step
 from tests.conftest import run_cli, tiny_config
 
 CFG = tiny_config(
@@ -42,7 +43,8 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path, crash_at):
     (crashed,) = (tmp_path / "b").iterdir()
     status = json.loads((crashed / "run.json").read_text())
     assert status["status"] == "failed" and "simulated crash" in status["error"]
-    assert (crashed / "checkpoints" / "last" / "state.json").is_file()  # the failure kept its checkpoints
+    assert latest_step(crashed / "checkpoints") == (24 if crash_at == 25 else 39)  # the failure kept its checkpoints
+    assert status["checkpoint_step"] == latest_step(crashed / "checkpoints") and status["finished"]
     resumed = modelyard.train(resume=crashed, quiet=True)
     assert resumed.metrics["test"] == full.metrics["test"]
     assert resumed.metrics["val"] == full.metrics["val"]
@@ -63,17 +65,22 @@ def test_cli_resume_after_sigkill(tmp_path):
         "train: {epochs: 8, batch_size: 32, checkpoint_every_steps: 5}\nevaluate: {bootstrap: 20}\n"
     )
     out = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "modelyard", "train", str(cfg), "--output", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = None
-    for _ in range(6000):  # bounded wait for the first mid-run checkpoint
-        found = list(out.glob("killme-*/checkpoints/last/state.json"))
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "modelyard", "train", str(cfg), "--output", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+    found = []
+    for _ in range(6000):  # bounded wait (2 min) for the first mid-run checkpoint
+        found = list(out.glob("killme-*/checkpoints/LATEST"))
         if found or proc.poll() is not None:
-            state = found[0] if found else None
             break
         time.sleep(0.02)
+    if not found:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"no checkpoint appeared (exit status {proc.returncode}); stderr:\n{log.read_text()[-2000:]}")
     os.kill(proc.pid, signal.SIGSTOP)
-    run_dir = state.parents[2]
+    run_dir = found[0].parents[1]
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"  # stopped mid-run, truly
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

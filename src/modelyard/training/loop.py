@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
 
 import torch
@@ -19,7 +21,7 @@ from modelyard.errors import ConfigError
 from modelyard.inference import lm_eval, predict_dataset
 from modelyard.metrics.classification import f1_macro
 from modelyard.training.callbacks import Callback, improved, monitor_mode
-from modelyard.training.checkpoint import TrainState, link_best, load_checkpoint, save_checkpoint
+from modelyard.training.checkpoint import TrainState, cpu_weights, load_checkpoint, save_checkpoint
 from modelyard.training.optim import build_optimizer, build_scheduler
 from modelyard.training.progress import TrainingProgress
 from modelyard.training.sampler import EpochBatchSampler
@@ -73,10 +75,15 @@ class TrainingLoop:
         # 1.10 to 1.15 on the CPU, so the plain torch optimizer steps.
         self.optimizer = accelerator.prepare(optimizer) if accelerator.mixed_precision == "fp16" else optimizer
         self.state = TrainState()
+        self._saved_at = None  # the (step, epoch, batch) that `last` on disk holds
         if resume:  # after prepare: the optimiser state must land on the device the parameters now live on
-            self.state = load_checkpoint(run.checkpoints / "last", self.module, self.optimizer, self.scheduler)
+            self.state = load_checkpoint(run.checkpoints, self.module, self.optimizer, self.scheduler)
+            self._saved_at = self._position()
             if self.rank != 0:  # partial-epoch sums were reduced over all processes before saving
                 self.state.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0}
+        self._best_weights = None  # a CPU copy of the best weights, until a save writes them
+        self._stop_signal: str | None = None  # "SIGINT" or "SIGTERM" once a stop was asked for
+        self._epoch_first_step = self.state.step + 1
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.mode = monitor_mode(self.tc.monitor)
         self.progress = TrainingProgress(enabled=accelerator.is_main_process and not quiet, total_epochs=self.tc.epochs,
@@ -87,41 +94,80 @@ class TrainingLoop:
         return self.acc.unwrap_model(self.model)
 
     def fit(self) -> TrainState:
+        """Train to `train.epochs` (or early stopping) and save `last` at the end; returns the loop state.
+
+        Raises:
+            ConfigError: the loss or the weights became NaN or infinite (the learning rate is too high).
+            KeyboardInterrupt: Ctrl-C or SIGTERM; `last` was saved at the step under way when one could be.
+        """
         tc, st = self.tc, self.state
         for cb in self.callbacks:
             cb.on_train_start(self)
+        self._next_save = time.monotonic() + (tc.checkpoint_every_seconds or math.inf)
         try:
-            for epoch in range(st.epoch, tc.epochs):
-                if st.stopped_early:
-                    break
-                t0 = epoch_start = time.perf_counter()  # t0 restarts at each mid-epoch checkpoint
-                self.sampler.set_epoch(epoch, start_batch=st.batch_in_epoch)
-                loader = self._loader(epoch)
-                self.progress.start_epoch(epoch, st.batch_in_epoch)
-                self.model.train()
-                # Running sums stay on the device and are read once per epoch: no per-step host sync.
-                sums = torch.tensor([st.partial["loss_sum"], st.partial["correct"], st.partial["seen"]],
-                                    dtype=torch.float64, device=self.acc.device)
-                for x, y in loader:
-                    self._micro_step(x, y, sums)
-                    if self._at_step_boundary():
-                        self._optimizer_step()
-                        for cb in self.callbacks:
-                            cb.on_step_end(self)
-                        if tc.checkpoint_every_steps and st.step % tc.checkpoint_every_steps == 0 \
-                                and st.batch_in_epoch < self.micro_per_epoch:
-                            st.train_time_s += time.perf_counter() - t0
-                            t0 = time.perf_counter()
-                            self._save_last(partial=sums)
-                    if self.progress.bar:
-                        self.progress.step(float(sums[0] / sums[2]))
-                st.train_time_s += time.perf_counter() - t0
-                self._end_epoch(epoch, sums, time.perf_counter() - epoch_start)
+            with self._stop_on_signal():
+                for epoch in range(st.epoch, tc.epochs):
+                    if st.stopped_early or self._stop_signal:
+                        break
+                    self._run_epoch(epoch)
+                self._save_last()  # always at the end, early stop included; a no-op when this state is saved
+                if self._stop_signal:
+                    raise KeyboardInterrupt(f"{self._stop_signal}: stopped at step {st.step}, checkpoint saved")
         finally:
             self.progress.close()
         for cb in self.callbacks:
             cb.on_train_end(self)
         return st
+
+    def _run_epoch(self, epoch: int) -> None:
+        st = self.state
+        t0 = epoch_start = time.perf_counter()  # t0 restarts after each mid-epoch checkpoint
+        self._epoch_first_step = st.step + 1
+        self.sampler.set_epoch(epoch, start_batch=st.batch_in_epoch)
+        loader = self._loader(epoch)
+        self.progress.start_epoch(epoch, st.batch_in_epoch)
+        self.model.train()
+        # Running sums stay on the device and are read once per epoch: no per-step host sync.
+        sums = torch.tensor([st.partial["loss_sum"], st.partial["correct"], st.partial["seen"]],
+                            dtype=torch.float64, device=self.acc.device)
+        for x, y in loader:
+            self._micro_step(x, y, sums)
+            if self._at_step_boundary():
+                self._optimizer_step()
+                for cb in self.callbacks:
+                    cb.on_step_end(self)
+                # A save due at the epoch's last step waits for the epoch end, where the checkpoint also holds
+                # the validation result and the best weights.
+                if st.batch_in_epoch < self.micro_per_epoch and self._save_due():
+                    st.train_time_s += time.perf_counter() - t0
+                    self._save_last(partial=sums, epoch=epoch)
+                    t0 = time.perf_counter()
+                    if self._stop_signal:
+                        return
+            if self.progress.bar:  # the bar reads the loss anyway, so it also catches divergence at its step
+                loss = float(sums[0] / sums[2])
+                if not math.isfinite(loss):
+                    self._diverged(epoch, "training loss", loss)
+                self.progress.step(loss)
+        st.train_time_s += time.perf_counter() - t0
+        self._end_epoch(epoch, sums, time.perf_counter() - epoch_start)
+
+    def _save_due(self) -> bool:
+        """Whether to save `last` now: Ctrl-C, every `checkpoint_every_steps`, or `checkpoint_every_seconds` gone by.
+
+        With several processes the clock is read at epoch ends only, with rank 0's answer, so every process
+        agrees without a collective call per step.
+        """
+        tc, st = self.tc, self.state
+        if self._stop_signal or (tc.checkpoint_every_steps and st.step % tc.checkpoint_every_steps == 0):
+            return True
+        if self.world == 1:
+            return time.monotonic() >= self._next_save
+        if st.batch_in_epoch < self.micro_per_epoch:
+            return False
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([time.monotonic() >= self._next_save])[0]
 
     def _loader(self, epoch: int) -> DataLoader:
         # Its own generator: iter(DataLoader) would otherwise draw worker seeds from the global RNG,
@@ -166,21 +212,27 @@ class TrainingLoop:
     def _end_epoch(self, epoch: int, sums: torch.Tensor, seconds: float) -> None:
         st, tc = self.state, self.tc
         sums = self._reduce(sums)
+        train_loss = float(sums[0] / sums[2])
+        if not math.isfinite(train_loss):
+            self._diverged(epoch, "training loss", train_loss)
         row = {
             "epoch": epoch + 1,
             "step": st.step,
             "lr": self.scheduler.get_last_lr()[0],
-            "train_loss": float(sums[0] / sums[2]),
+            "train_loss": train_loss,
             "train_accuracy": float(sums[1] / sums[2]),
             **self._validate(),
             "epoch_time_s": seconds,
         }
+        if not math.isfinite(row["val_loss"]):  # the epoch's last step can break the weights after its loss was read
+            self._diverged(epoch, "validation loss", row["val_loss"])
         st.epoch, st.batch_in_epoch = epoch + 1, 0
         st.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0}
         value = row[tc.monitor]
-        is_best = improved(value, st.best_value, self.mode, tc.early_stopping.min_delta)
-        if is_best:
-            st.best_value, st.best_epoch, st.bad_epochs = value, epoch + 1, 0
+        if improved(value, st.best_value, self.mode, tc.early_stopping.min_delta):
+            st.best_value, st.best_epoch, st.best_step, st.bad_epochs = value, epoch + 1, st.step, 0
+            if self.acc.is_main_process:  # kept in memory; written with the next checkpoint
+                self._best_weights = cpu_weights(self.module)
         else:
             st.bad_epochs += 1
         if tc.early_stopping.patience and st.bad_epochs >= tc.early_stopping.patience:
@@ -188,7 +240,8 @@ class TrainingLoop:
             self.progress.note(f"early stopping: {tc.monitor} has not improved for {st.bad_epochs} epochs")
         if self.acc.is_main_process:
             self.run_dir.append_history(row)
-        self._save_last(best=is_best)
+        if self._save_due():
+            self._save_last(epoch=epoch)
         self.progress.end_epoch(row)
         for cb in self.callbacks:
             cb.on_epoch_end(self, row)
@@ -208,12 +261,63 @@ class TrainingLoop:
             return sums.cpu()
         return self.acc.reduce(sums.clone(), reduction="sum").cpu()
 
-    def _save_last(self, partial: torch.Tensor | None = None, best: bool = False) -> None:
+    def _position(self) -> tuple[int, int, int]:
+        return self.state.step, self.state.epoch, self.state.batch_in_epoch
+
+    def _save_last(self, partial: torch.Tensor | None = None, epoch: int | None = None) -> None:
+        """Save `last` (and the best weights, if newer than the saved ones), unless this state is already saved.
+
+        Nothing NaN is ever written: the partial-epoch loss and the weights are checked first.
+        """
+        st = self.state
+        if self._saved_at == self._position():
+            return
+        epoch = st.epoch if epoch is None else epoch
         if partial is not None:
             total = self._reduce(partial)
-            self.state.partial = {"loss_sum": float(total[0]), "correct": int(total[1]), "seen": int(total[2])}
+            st.partial = {"loss_sum": float(total[0]), "correct": int(total[1]), "seen": int(total[2])}
+            if not math.isfinite(st.partial["loss_sum"]):
+                self._diverged(epoch, "training loss", st.partial["loss_sum"] / max(st.partial["seen"], 1))
+        if not bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all()):
+            self._diverged(epoch, "model weights", math.nan)
+        if self._stop_signal:
+            self.progress.note(f"{self._stop_signal}: saving a checkpoint at step {st.step}, then stopping")
         if self.acc.is_main_process:
-            save_checkpoint(self.run_dir.checkpoints / "last", self.module, self.optimizer, self.scheduler, self.state)
-            if best:
-                link_best(self.run_dir.checkpoints / "last", self.run_dir.checkpoints / "best")
+            save_checkpoint(self.run_dir.checkpoints, self.module, self.optimizer, self.scheduler, st,
+                            best_weights=self._best_weights)
+        self._best_weights = None
+        self._saved_at = self._position()
+        self._next_save = time.monotonic() + (self.tc.checkpoint_every_seconds or math.inf)
         self.acc.wait_for_everyone()
+
+    def _diverged(self, epoch: int, what: str, value: float) -> None:
+        kept = (f"the last good checkpoint (step {self._saved_at[0]}) is kept in {self.run_dir.checkpoints}"
+                if self._saved_at else "no checkpoint had been written yet")
+        default = type(self.tc).model_fields["lr"].default
+        raise ConfigError(
+            f"training diverged: the {what} became {value} in epoch {epoch + 1} (optimizer steps "
+            f"{self._epoch_first_step}-{self.state.step}); {kept}. Lower train.lr (it is {self.tc.lr:g}; the "
+            f"default is {default:g}) or set train.grad_clip, then train again")
+
+    @contextlib.contextmanager
+    def _stop_on_signal(self):
+        """Ctrl-C or SIGTERM asks to stop: the step under way finishes, `last` is saved, then KeyboardInterrupt is
+        raised. A second Ctrl-C stops at once. Only for one process, in the main thread, and only for a signal
+        nobody else has claimed."""
+        if self.world > 1 or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            if self._stop_signal is not None:
+                raise KeyboardInterrupt(f"{signal.Signals(signum).name} again: stopped at once")
+            self._stop_signal = signal.Signals(signum).name
+
+        previous = {sig: signal.signal(sig, request_stop)
+                    for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL))
+                    if signal.getsignal(sig) is default}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
