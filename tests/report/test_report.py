@@ -14,7 +14,8 @@ import modelyard
 from modelyard.metrics import classification_report
 from modelyard.report import plots
 from modelyard.report.html import headline_html, interval_method, write_report
-from modelyard.report.page import MAX_FIGURE_PX, WINDOW_PX, plt, png_bytes, png_size
+from modelyard.report.lm import write_lm_report
+from modelyard.report.page import MAX_FIGURE_PX, WINDOW_PX, figures_row, plt, png_bytes, png_size
 from modelyard.report.render import find_browser, layout_problems, render_page
 from modelyard.value.report import write_value_report
 from tests.conftest import tiny_config
@@ -187,6 +188,29 @@ def test_png_bytes_and_the_layout_check_refuse_what_would_overflow():
     problems = layout_problems(page)
     assert any("img a max-width" in p for p in problems) and any("1400 px wide" in p for p in problems)
     assert any("1 table(s) outside" in p for p in problems) and len(problems) == 3
+
+
+def test_a_figure_too_wide_for_half_the_page_gets_a_row_of_its_own():
+    narrow, wide = (png_bytes(plt.figure(figsize=(w, 2))) for w in (5.2, 8.0))
+    assert figures_row((narrow, "a?", ""), (narrow, "b?", "")).startswith('<div class="grid">')
+    row = figures_row((wide, "a?", ""), (narrow, "b?", ""))
+    assert "grid" not in row and row.count("<figure>") == 2
+    assert figures_row((None, "missing", ""), (narrow, "b?", "")).count("<figure>") == 1
+
+
+def test_language_model_page_fits_the_window(tmp_path):
+    run = SimpleNamespace(path=tmp_path, plots_dir=tmp_path / "plots", report_path=tmp_path / "report.html")
+    metrics = {"val": {"perplexity": 20.0, "unigram_perplexity": 200.0, "tokens": 5000, "loss": 3.0,
+                       "token_accuracy": 0.3},
+               "samples": [{"prompt": "the", "completion": "x" * 3000}], "epochs": 3, "steps": 30,
+               "train_time_s": 1.0, "processes": 1, "parameters": 10, "trainable_parameters": 10,
+               "best_epoch": 2, "monitor": "val_loss"}
+    rows = [{"epoch": e, "train_loss": 4 / e, "val_loss": 3.5 / e, "val_accuracy": 0.1 * e, "val_perplexity": 9.0}
+            for e in (1, 2, 3)]
+    write_lm_report(run, modelyard.load_config(tiny_config()), metrics, rows)
+    page = run.report_path.read_text()
+    assert layout_problems(page) == [] and "<td class='text'>xxx" in page  # the long sample wraps in its cell
+    assert re.findall(r'<img alt="([^"]+)"', page) == [plots.title("learning_curves")]
 
 
 def value_result(n_candidates: int = 3) -> dict:

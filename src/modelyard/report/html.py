@@ -8,7 +8,7 @@ import numpy as np
 
 from modelyard.config import config_to_yaml
 from modelyard.report import plots
-from modelyard.report.page import document, figure, png_bytes, table
+from modelyard.report.page import document, figure, figures_row, png_bytes, table
 
 _SUMMARY_METRICS = ["accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted",
                     "roc_auc_ovr_macro", "pr_auc_macro", "log_loss", "ece"]
@@ -67,7 +67,7 @@ def _confusions_html(pairs: list[dict]) -> str:
     rows = [[html.escape(c["true"]), html.escape(c["predicted"]), str(c["count"]),
              "<td class='text'>" + "<br>".join(html.escape(t[:240]) for t in c["examples"]) + "</td>"]
             for c in pairs]
-    return "<h2>Most confused classes (test)</h2>" + table(["true", "predicted", "count", "examples"], rows)
+    return "<h2>Most confused classes (test)</h2>" + table(["true", "predicted", "count", "<th class='text'>examples</th>"], rows)
 
 
 def _per_class_table(per_class: dict, aucs: dict) -> str:
@@ -99,8 +99,8 @@ _CAPTIONS = {  # how to read each figure
 }
 
 
-def _figure(figures: dict, name: str) -> str:
-    return figure(figures.get(name), plots.title(name), _CAPTIONS[name])
+def _figure(figures: dict, name: str) -> tuple[bytes | None, str, str]:
+    return figures.get(name), plots.title(name), _CAPTIONS[name]
 
 
 def write_report(run, cfg, metrics: dict, history: list[dict], test_predictions, labels: list[str],
@@ -127,7 +127,8 @@ def write_report(run, cfg, metrics: dict, history: list[dict], test_predictions,
                 "per-class ones; every class's AUC is in the table below." if len(labels) > plots.MAX_CURVES else "")
     ece = (f"Expected calibration error: {test['ece']:.4f} ({cfg.evaluate.ece_bins} equal-width bins). "
            + _CAPTIONS["reliability"])
-    learning = ("<h2>Learning curves</h2>" + _figure(figures, "learning_curves")) if "learning_curves" in figures else ""
+    learning = ("<h2>Learning curves</h2>" + figure(*_figure(figures, "learning_curves"))
+                if "learning_curves" in figures else "")
     body = f"""<h1>{html.escape(cfg.name)}</h1>
 <p class="sub">{html.escape(cfg.model.name)} on {html.escape(cfg.data.source)} &middot; run {html.escape(run.path.name)}</p>
 <p class="headline">{headline_html(test['headline'])}</p>
@@ -136,11 +137,11 @@ Test set: {test['n']} examples; validation: {metrics['val']['n']}.</p>
 <h2>Metrics</h2>{summary}
 {learning}
 <h2>How well does it separate the classes? (test)</h2>
-<div class="grid">{_figure(figures, 'roc_curves')}{_figure(figures, 'pr_curves')}</div>
+{figures_row(_figure(figures, 'roc_curves'), _figure(figures, 'pr_curves'))}
 <p class="note">One-vs-rest: each class against all the others.{averages}</p>
 {_per_class_table(test['per_class'], plots.per_class_auc(y, prob, labels))}
 <h2>Where does it go wrong? (test)</h2>
-<div class="grid">{_figure(figures, 'confusion_matrix')}{_figure(figures, 'per_class_f1')}</div>
+{figures_row(_figure(figures, 'confusion_matrix'), _figure(figures, 'per_class_f1'))}
 {_confusions_html(confused_pairs(y, prob, labels, texts)) if texts is not None else ''}
 <h2>Can its confidence be trusted? (test)</h2>
 {figure(figures['reliability'], plots.title('reliability'), ece)}

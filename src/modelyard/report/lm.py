@@ -29,6 +29,6 @@ Validation: {val['tokens']:,} tokens, loss {val['loss']:.4f} nats/token, next-to
 The unigram baseline predicts every token by its frequency in the training split (add-one smoothed).</p>
 <h2>Learning curves</h2>{figure(curves, plots.title('learning_curves'), 'A marker per epoch; the star marks the epoch kept.')}
 <h2>Samples</h2><p>temperature 0.8, top-k 50, seed {cfg.seed}</p>
-{table(["prompt", "continuation"], samples)}
+{table(["prompt", "<th class='text'>continuation</th>"], samples)}
 <h2>Configuration</h2><pre>{html.escape(config_to_yaml(cfg))}</pre>"""
     run.report_path.write_text(document(f"{cfg.name} - modelyard report", body), encoding="utf-8")

@@ -21,6 +21,7 @@ WINDOW_PX = 1280  # the browser window a page must fit
 PAGE_MAX_PX = 1100
 DPI = 100  # figures are saved without bbox cropping, so a PNG is exactly figsize x DPI pixels
 MAX_FIGURE_PX = 1060  # the body's width less its padding
+HALF_FIGURE_PX = 540  # two figures this wide fit side by side
 
 STYLE = f"""
 body{{font-family:system-ui,sans-serif;max-width:{PAGE_MAX_PX}px;margin:2em auto;padding:0 1em;color:#222;
@@ -29,7 +30,8 @@ h1{{margin-bottom:.2em}} h2{{margin-top:1.6em}} .sub{{color:#666;margin-top:0}}
 .headline{{font-size:1.5em;margin:.4em 0}} .note{{color:#555;font-size:.9em}}
 .table{{max-width:100%;overflow-x:auto}} table{{border-collapse:collapse;margin:.5em 0 1.5em}}
 td,th{{border:1px solid #ddd;padding:.3em .6em;text-align:right;vertical-align:top}} th{{background:#f4f4f4}}
-td:first-child,th:first-child{{text-align:left}} td.text{{text-align:left;overflow-wrap:anywhere;max-width:40em}}
+td:first-child,th:first-child,th.text{{text-align:left}}
+td.text{{text-align:left;overflow-wrap:anywhere;max-width:40em}}
 .grid{{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}} .grid>figure{{flex:1 1 420px}}
 figure{{margin:0 0 1em;max-width:100%;min-width:0}} figcaption{{color:#555;font-size:.9em;max-width:60em}}
 img{{max-width:100%;height:auto;display:block}}
@@ -76,9 +78,20 @@ def figure(png: bytes | None, alt: str, caption: str = "") -> str:
     return f"<figure>{img_tag(png, alt)}{cap}</figure>"
 
 
+def figures_row(*items: tuple[bytes | None, str, str]) -> str:
+    """Figures, each given as (png, alt, caption), side by side when each fits half the page, else one under
+    another at full size."""
+    shown = [item for item in items if item[0]]
+    body = "".join(figure(*item) for item in shown)
+    if all(png_size(png)[0] <= HALF_FIGURE_PX for png, _, _ in shown):
+        return f'<div class="grid">{body}</div>'
+    return body
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
-    """A table in a box that scrolls sideways rather than widen the page. Cells are HTML, not escaped."""
-    head = "".join(f"<th>{h}</th>" for h in header)
+    """A table in a box that scrolls sideways rather than widen the page. Cells are HTML, not escaped; a cell
+    that starts with its own <td> or <th> tag is used as it is."""
+    head = "".join(h if h.startswith("<th") else f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in row) + "</tr>"
                    for row in rows)
     return f'<div class="table"><table><tr>{head}</tr>{body}</table></div>'

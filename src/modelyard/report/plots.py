@@ -8,6 +8,7 @@ and is at most `page.MAX_FIGURE_PX` wide: the full-width ones 10 inches, the one
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 from sklearn.calibration import CalibrationDisplay
@@ -100,17 +101,26 @@ def confusion_matrix(cm: list[list[int]], labels: list[str]) -> Figure:
     """Counts of (true, predicted) on the test split; zero cells are left blank so the mistakes stand out."""
     cm = np.asarray(cm)
     n = len(labels)
-    side = float(np.clip(0.42 * n + 2.2, 4.6, FULL_WIDTH_IN))
+    side = HALF_WIDTH_IN if n <= 12 else float(np.clip(0.25 * n + 2.5, HALF_WIDTH_IN, FULL_WIDTH_IN))
     fig, ax = plt.subplots(figsize=(side, side * 0.95))
     disp = ConfusionMatrixDisplay(cm, display_labels=labels)
-    disp.plot(ax=ax, cmap="Blues", colorbar=False, include_values=n <= 30, xticks_rotation="vertical",
-              text_kw={"fontsize": 8 if n <= 15 else 6})
+    values = n <= 30
+    # Without numbers in the cells, a square-root colour scale keeps a handful of mistakes visible beside the
+    # diagonal's hundreds.
+    longest = max((len(str(label)) for label in labels), default=0)
+    rotation = "horizontal" if longest <= 3 else 45 if n <= 12 else "vertical"
+    disp.plot(ax=ax, cmap="Blues", colorbar=False, include_values=values, xticks_rotation=rotation,
+              text_kw={"fontsize": 8 if n <= 15 else 6}, im_kw=None if values else {"norm": PowerNorm(0.5)})
+    if not values:
+        fig.colorbar(disp.im_, ax=ax, fraction=0.03, pad=0.02, label="examples (square-root scale)")
     if disp.text_ is not None:
         for text, count in zip(disp.text_.ravel(), cm.ravel()):
             if count == 0:
                 text.set_text("")
     fontsize = float(np.clip(300 / max(n, 1), 4, 9))
     ax.tick_params(labelsize=fontsize)
+    if rotation == 45:
+        plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     ax.set(xlabel="predicted", ylabel="true")
     _title(ax, "confusion_matrix")
     fig.tight_layout()
@@ -254,6 +264,7 @@ def reliability_diagram(y: np.ndarray, prob: np.ndarray, bins: int = 15) -> Figu
     bottom.hist(conf, bins=np.linspace(0, 1, bins + 1), color="#1f77b4", alpha=0.7, edgecolor="k", lw=0.5)
     bottom.set_yscale("log")
     bottom.set_ylim(bottom=0.7)  # a bin of one example still shows
+    bottom.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     bottom.set(xlabel="confidence (highest class probability)", ylabel="examples\n(log scale)")
     bottom.grid(alpha=0.3)
     _title(top, "reliability")
@@ -269,6 +280,7 @@ def per_class_f1(per_class: dict) -> Figure:
     bars = ax.barh(range(len(labels)), f1, color="tab:green")
     ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
     ax.set_yticks(range(len(labels)), labels, fontsize=float(np.clip(300 / max(len(labels), 1), 5, 9)))
+    ax.margins(y=0.01)
     ax.invert_yaxis()
     ax.set(xlim=(0, 1.12), xlabel="F1 (test)")
     ax.grid(alpha=0.3, axis="x")

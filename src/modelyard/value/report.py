@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from modelyard.machine import describe_machine
-from modelyard.report.page import document, figure, plt, png_bytes, table
+from modelyard.report.page import document, figure, figures_row, plt, png_bytes, table
 from modelyard.value.compare import FACTORS
 
 _CHART_IN = (5.2, 4.4)  # two to a row on the page
@@ -171,9 +171,9 @@ def write_value_report(path, result: dict) -> None:
 the test split. Costs: serving hardware at the best measured batch size, plus energy; one-off: training hardware,
 training energy and engineering. "Dominated": another candidate (or doing nothing) has at least as much value for no
 more cost.</p>
-<div class="grid">{figure(png_bytes(pareto_value_cost(result)), _title('value_cost'),
-                          'Up and to the left is better: more net value for less serving cost.')}
-{figure(png_bytes(pareto_accuracy_latency(result, slo)), _title('accuracy_latency'), latency_caption)}</div>
+{figures_row((png_bytes(pareto_value_cost(result)), _title('value_cost'),
+              'Up and to the left is better: more net value for less serving cost.'),
+             (png_bytes(pareto_accuracy_latency(result, slo)), _title('accuracy_latency'), latency_caption))}
 <h2>How sure is the recommendation?</h2>
 {figure(png_bytes(tornado(result)), _title('sensitivity'),
         'Each bar moves one figure of the scenario by half down (red) and half up (green), the others held. '
