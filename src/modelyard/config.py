@@ -16,14 +16,21 @@ from modelyard.errors import ConfigError
 from modelyard.models import MODELS
 
 
+SEED_MAX = 2**32 - 1  # NumPy's seeds are unsigned 32-bit
+MAX_TOKENS = 16_384  # tokens per text or block: beyond this the tokeniser's padding alone runs out of memory
+MAX_VOCAB = 1_000_000
+MAX_IMAGE_SIDE = 4096
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class SplitConfig(Section):
     val: float = Field(0.15, gt=0, lt=1, description="Fraction held out for validation when the source has no split.")
     test: float = Field(0.15, gt=0, lt=1, description="Fraction held out for testing when the source has no split.")
-    seed: int | None = Field(None, description="Seed of the stratified split; defaults to the experiment seed.")
+    seed: int | None = Field(None, ge=0, le=SEED_MAX,
+                             description="Seed of the stratified split; defaults to the experiment seed.")
 
     @model_validator(mode="after")
     def _leaves_training_data(self):
@@ -46,11 +53,25 @@ class ImageConfig(Section):
     normalize: bool = Field(True, description="Standardise with the training split's per-channel mean and std.")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size_is_one_or_two_sides(cls, value):
+        if value is None:
+            return value
+        sides = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(sides, (list, tuple)) or len(sides) not in (1, 2) or \
+                not all(isinstance(v, int) and not isinstance(v, bool) for v in sides):
+            raise ValueError(f"give one number (a square's side) or [height, width] in pixels, got {value!r}")
+        if not all(1 <= v <= MAX_IMAGE_SIDE for v in sides):
+            raise ValueError(f"image sides must be from 1 to {MAX_IMAGE_SIDE} pixels, got {value!r}")
+        return value
+
 
 class TokenizerConfig(Section):
     kind: Literal["bpe", "char"] = Field("bpe", description="Byte-level BPE or characters, trained on the training split.")
-    vocab_size: int = Field(8000, ge=32, description="BPE: vocabulary size, special tokens included.")
-    max_length: int = Field(128, ge=4, description="Tokens per text (the <cls> token included); longer texts are truncated.")
+    vocab_size: int = Field(8000, ge=32, le=MAX_VOCAB, description="BPE: vocabulary size, special tokens included.")
+    max_length: int = Field(128, ge=4, le=MAX_TOKENS,
+                            description="Tokens per text (the <cls> token included); longer texts are truncated.")
     lowercase: bool = False
 
 
@@ -70,7 +91,8 @@ class DataConfig(Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
-    block_size: int = Field(128, ge=2, description="Language modelling (text:PATH): tokens per training example.")
+    block_size: int = Field(128, ge=2, le=MAX_TOKENS,
+                            description="Language modelling (text:PATH): tokens per training example.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
 
 
@@ -125,12 +147,13 @@ class EvaluateConfig(Section):
     ece_bins: int = Field(15, ge=2)
 
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 ModelSection = Annotated[Union[tuple(e.config for e in MODELS)], Field(discriminator="name")]
 
 
 class ExperimentConfig(Section):
-    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Names the run directory.")
-    seed: int = 0
+    name: str = Field(..., pattern=NAME_PATTERN, description="Names the run directory.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seeds the split, the initial weights and the batch order.")
     data: DataConfig
     model: ModelSection  # type: ignore[valid-type]
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -169,31 +192,82 @@ def load_config(source: str | Path | dict, overrides: list[str] | tuple[str, ...
 
 
 def read_yaml(path: Path, what: str, keys: str) -> tuple[dict, yaml.Node]:
-    """A YAML mapping and its node tree (for line numbers in errors); `what`/`keys` word the errors."""
+    """A YAML mapping and its node tree (for line numbers in errors); `what`/`keys` word the errors.
+
+    Raises:
+        ConfigError: the file is missing, not UTF-8, not YAML, empty, not a mapping, or repeats a key; the
+            message names the line.
+    """
     if not path.is_file():
-        raise ConfigError(f"file {path} not found; pass the path of {what} YAML (see examples/)")
-    text = path.read_text(encoding="utf-8")
+        kind = "a folder" if path.is_dir() else "not found"
+        raise ConfigError(f"{path}: {kind}; pass the path of {what} YAML file (see examples/)")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: {non_utf8_message(data, exc)}") from None
     try:
         nodes = yaml.compose(text)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
+    if raw is None:
+        raise ConfigError(f"{path} is empty; write {what} with the keys {keys} (see examples/)")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping with keys {keys}")
+        raise ConfigError(f"{path}: the top level must be a mapping with keys {keys}, not a {type(raw).__name__}")
+    _refuse_duplicate_keys(nodes, path)
     return raw, nodes
+
+
+def non_utf8_message(data: bytes, exc: UnicodeDecodeError) -> str:
+    """Which line of a file is not UTF-8, and how to fix it."""
+    line = data[:exc.start].count(b"\n") + 1
+    return (f"line {line} is not valid UTF-8 (byte 0x{data[exc.start]:02x}); re-save the file as UTF-8, e.g. "
+            "iconv -f latin1 -t utf-8")
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's several-line report as one line: where, what, and a hint."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None and context_mark is not mark:
+        problem += f", {context} from line {context_mark.line + 1}"
+    hint = ("indent with spaces, not tabs" if "\\t" in problem or "\t" in problem
+            else "check the indentation, colons and brackets there")
+    return f"{where}not valid YAML ({problem}); {hint}"
+
+
+def _refuse_duplicate_keys(node: yaml.Node | None, path: Path, prefix: str = "") -> None:
+    """PyYAML keeps the last of two equal keys without a word; a repeated key is almost always a mistake."""
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicate_keys(item, path, prefix)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[str, int] = {}
+    for key, value in node.value:
+        name = f"{prefix}{key.value}"
+        if key.value in seen:
+            raise ConfigError(f"{path}, line {key.start_mark.line + 1}: duplicate key {name!r} (first on line "
+                              f"{seen[key.value]}); keep one of them")
+        seen[key.value] = key.start_mark.line + 1
+        _refuse_duplicate_keys(value, path, f"{name}.")
 
 
 def apply_override(raw: dict, item: str) -> None:
     """Apply one `a.b.c=value` override; the value is parsed as YAML (numbers, lists, booleans)."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. --set train.lr=0.01")
+        raise ConfigError(f"--set {item!r} must look like section.key=value, e.g. --set train.lr=0.01")
     parts = key.strip().split(".")
     node = raw
     for part in parts[:-1]:
         nxt = node.setdefault(part, {})
         if not isinstance(nxt, dict):
-            raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+            raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section; set it as --set "
+                              f"{'.'.join(parts[:parts.index(part) + 1])}=VALUE")
         node = nxt
     try:
         node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
@@ -247,26 +321,55 @@ def format_validation_error(exc: ValidationError, raw: dict, where: str, nodes: 
     root = root or ExperimentConfig
     lines = [f"{where}: invalid config ({exc.error_count()} problem{'s' * (exc.error_count() > 1)}):"]
     for err in exc.errors():
-        loc = _clean_loc(err["loc"])
+        loc = ("model", "name") if err["type"] == "union_tag_invalid" else _clean_loc(err["loc"])
         key = ".".join(str(p) for p in loc) or "<top level>"
         line = _line_of(nodes, loc)
         at = f" (line {line})" if line else ""
         if any(key == k or key.startswith(k + ".") for k in from_set):
             at = " (from --set)"
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(loc[:-1], raw, root)
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.5)
-            hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
-            lines.append(f"  - {key}{at}: unknown key{hint} Valid keys here: {', '.join(allowed)}")
-        elif err["type"] == "union_tag_invalid" or (loc and loc[-1] == "name" and loc[0] == "model"):
-            lines.append(f"  - model.name{at}: {MODELS.unknown_message(str(_get(raw, ('model', 'name'))))}")
-        elif err["type"] == "union_tag_not_found":
-            lines.append(f"  - {key}{at}: missing 'name'; choose one of {', '.join(MODELS.names())}")
-        elif err["type"] == "missing":
-            lines.append(f"  - {key}: required key is missing")
-        else:
-            lines.append(f"  - {key}{at}: {err['msg']} (got {err.get('input')!r})")
+        lines.append(f"  - {key}{at}: {_problem(err, loc, raw, root)}")
     return "\n".join(lines)
+
+
+SECTION_ERRORS = {"model_type", "model_attributes_type", "dict_type"}
+
+
+def _problem(err: dict, loc: tuple, raw: dict, root: type[BaseModel]) -> str:
+    """What is wrong with one key, and what to write instead."""
+    kind, got = err["type"], _short(err.get("input"))
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1], raw, root)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.5)
+        hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
+        return f"unknown key{hint} Valid keys here: {', '.join(allowed)}"
+    if kind == "union_tag_invalid" or (loc and loc[-1] == "name" and loc[0] == "model"):
+        return MODELS.unknown_message(str(_get(raw, ("model", "name"))))
+    if kind == "union_tag_not_found":
+        return f"missing 'name'; choose one of {', '.join(MODELS.names())}"
+    if kind == "missing":
+        return "required key is missing; add it (see examples/, or `modelyard config schema` for every key)"
+    if kind in SECTION_ERRORS:
+        named = loc == ("model",) and isinstance(err.get("input"), str) and err["input"] in MODELS
+        example = f" such as `model: {{name: {err['input']}}}`" if named else ""
+        return f"should be a section of `key: value` lines{example}, got {got}"
+    if kind == "string_pattern_mismatch" and loc == ("name",):
+        return (f"use only letters, digits, '_', '.' and '-', starting with a letter or digit (it names the run "
+                f"directory), got {got}")
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{message} (got {got})"
+
+
+def one_line_problem(exc: ValidationError, raw: dict, root: type[BaseModel], prefix: str = "") -> str:
+    """The first problem of a validation error as `key: what is wrong` (and how many more there are)."""
+    err = exc.errors()[0]
+    loc = _clean_loc(err["loc"])
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{prefix}{'.'.join(map(str, loc))}: {_problem(err, loc, raw, root)}{more}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _clean_loc(loc: tuple) -> tuple:

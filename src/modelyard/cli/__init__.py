@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 import click
 
@@ -17,9 +19,14 @@ from modelyard.errors import ModelyardError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="On an error, show the full traceback (also: MODELYARD_DEBUG=1).")
 @click.version_option(package_name="modelyard")
-def cli() -> None:
+def cli(debug: bool) -> None:
     """Train, evaluate and report deep-learning models, offline and reproducibly."""
+    _state["debug"] = debug or _state["debug"]
+
+
+_state = {"debug": False}
 
 
 cli.add_command(train)
@@ -36,18 +43,35 @@ cli.add_command(reference_demo)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors print one clear message (no traceback) and exit with status 2."""
+    """Entry point. An error the user can fix is one message, what/where/how, and exit status 2 (no traceback
+    unless --debug); anything else is a one-line internal error, exit status 1."""
+    _state["debug"] = os.environ.get("MODELYARD_DEBUG", "") not in ("", "0")
     try:
         cli.main(args=argv, prog_name="modelyard", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
+        sys.exit(2)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "modelyard"
+        _fail(exc, f"{exc.format_message()} (see `{command} --help`)", 2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        _fail(exc, exc.format_message(), exc.exit_code)
     except ModelyardError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        _fail(exc, str(exc), 2)
     except KeyboardInterrupt:
         click.echo("interrupted; checkpoints are kept, continue with `modelyard train --resume RUN`", err=True)
         sys.exit(130)
+    except Exception as exc:  # a bug, not the user's doing
+        first = (str(exc).strip().splitlines() or [""])[0]
+        _fail(exc, f"internal error: {type(exc).__name__}: {first}. Rerun with --debug for the traceback and "
+              "report it", 1)
+
+
+def _fail(exc: BaseException, message: str, status: int) -> None:
+    if _state["debug"]:
+        traceback.print_exception(exc, file=sys.stderr)
+    click.echo(f"error: {message}", err=True)
+    sys.exit(status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -18,13 +19,17 @@ from modelyard.errors import ConfigError
 @click.option("--resume", type=click.Path(file_okay=False), metavar="RUN", help="Continue a stopped run from its last checkpoint.")
 def train(config_file: str | None, overrides: tuple[str, ...], output: str, resume: str | None) -> None:
     """Train, evaluate and report the experiment in CONFIG. Prints the run directory last."""
-    from modelyard.pipeline import train as run_training
+    from modelyard.config import load_config
 
     if not config_file and not resume:
         raise ConfigError("give a CONFIG file to train, or --resume RUN to continue a run (see examples/)")
     if config_file and resume:
         raise ConfigError("give either CONFIG or --resume RUN, not both: a resumed run keeps its saved config")
-    run = run_training(config_file, output=output, overrides=overrides, resume=resume)
+    # The config is validated before torch and the data libraries load, so a typo answers in a fraction of a second.
+    cfg = load_config(config_file, overrides) if config_file else None
+    from modelyard.pipeline import train as run_training
+
+    run = run_training(cfg, output=output, overrides=overrides if resume else (), resume=resume)
     if run.metrics and "test" in run.metrics:  # only the main process reports
         h = run.metrics["test"]["headline"]
         ci = f" (95% CI {h['low']:.4f}-{h['high']:.4f})" if h["low"] is not None else ""
@@ -53,8 +58,7 @@ def evaluate(run: str, source: str | None, output: str | None, as_json: bool) ->
     if output is None:
         slug = "".join(c if c.isalnum() else "-" for c in (source or report["split"]))[-60:].strip("-")
         output = str(Path(run) / "evaluations" / f"{slug}-{utc_stamp()}.json")
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    Path(output).write_text(text + "\n")
+    write_output(Path(output), lambda path: path.write_text(text + "\n"))
     click.echo(text if as_json else metrics_table(report))
     click.echo(f"metrics written to {output}", err=True)
 
@@ -81,6 +85,20 @@ def metrics_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def write_output(path: Path, write) -> None:
+    """Write an --output file through a temporary sibling, so a failed write leaves no half file behind."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; pass an --output path in a folder you can "
+                          "write to") from None
+
+
 @click.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.argument("inputs", type=click.Path(), metavar="INPUT")
@@ -99,8 +117,7 @@ def predict(run: str, inputs: str, output: str | None, as_json: bool) -> None:
         click.echo(frame.to_json(orient="records", indent=2))
         return
     if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(output, index=False)
+        write_output(Path(output), lambda path: frame.to_csv(path, index=False))
         click.echo(f"{len(frame)} predictions written to {output}", err=True)
     else:
         click.echo(frame.to_csv(index=False, float_format="%.4f"), nl=False)  # a person reads 4 digits

@@ -51,6 +51,11 @@ def read_splits(cfg, seed: int) -> tuple[RawData, dict[str, np.ndarray], list[st
         if len(parts["val"]) == 0:
             raise DataError("the corpus has no validation documents; add lines of text or raise data.split.val")
         return raw, parts, []
+    classes = sort_labels(raw.y)
+    if len(classes) < 2:
+        what = f"the label column {cfg.target!r}" if cfg.target else "the data"
+        raise DataError(f"{cfg.source}: {what} holds only one class ({classes[0]!r}); a classifier needs at least "
+                        "two: add examples of another class")
     parts = split_indices(raw, cfg, seed)
     labels = sort_labels(raw.y[parts["train"]])
     for name in ("val", "test"):

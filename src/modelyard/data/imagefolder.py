@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from modelyard.data.base import RawData
-from modelyard.data.preprocess import IMAGE_EXTENSIONS
+from modelyard.data.preprocess import IMAGE_EXTENSIONS, missing_data_hint, open_image
 from modelyard.data.sources import register_source
 from modelyard.errors import DataError
 
@@ -20,8 +18,10 @@ GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 def imagefolder(arg: str, cfg) -> RawData:
     root = Path(arg).expanduser()
     if not root.is_dir():
-        raise DataError(f"image folder {root} not found (data.source: imagefolder:{arg}); "
-                        "point it at a folder holding one sub-folder per class")
+        hint = missing_data_hint(root)
+        if "make_data.py" not in hint:
+            hint = "; point data.source at a folder holding one sub-folder per class"
+        raise DataError(f"image folder {root} not found (data.source: imagefolder:{arg}){hint}")
     split_dirs = [d for d in SPLITS if (root / d).is_dir()]
     if split_dirs and "train" not in split_dirs:
         raise DataError(f"{root} has {split_dirs} folders but no train/; add train/ or use class folders only")
@@ -55,9 +55,11 @@ def _check_images(paths: list[Path]) -> tuple[tuple[int, int], bool]:
     bad, colour, size = [], False, None
     for p in paths:
         try:
-            with Image.open(p) as im:
+            with open_image(p) as im:
                 im.verify()
                 mode, (w, h) = im.mode, im.size
+        except DataError:
+            raise
         except Exception as exc:  # Pillow raises many types for corrupt files
             bad.append(f"{p} ({type(exc).__name__})")
             continue

@@ -4,8 +4,10 @@ and save to plain JSON inside the model artifact so a saved model predicts witho
 from __future__ import annotations
 
 import difflib
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -22,7 +24,15 @@ IMAGE_EXTENSIONS = {ext for ext, fmt in Image.registered_extensions().items()}
 
 
 def preprocessor_from_json(d: dict) -> Any:
-    return PREPROCESSORS.get(d["kind"]).obj.from_json(d)
+    """The preprocessor a model folder's `preprocessing` describes.
+
+    Raises:
+        DataError: an unknown kind. KeyError, TypeError or ValueError: a field is missing or malformed.
+    """
+    kind = d.get("kind") if isinstance(d, dict) else None
+    if kind not in PREPROCESSORS:
+        raise DataError(f"kind {kind!r} is unknown; known kinds: {', '.join(PREPROCESSORS.names())}")
+    return PREPROCESSORS.get(kind).obj.from_json(d)
 
 
 def _stat_sample(n: int, limit: int, seed: int = 0) -> np.ndarray:
@@ -72,14 +82,25 @@ class ImagePreprocessor:
 
     @classmethod
     def from_json(cls, d: dict) -> "ImagePreprocessor":
-        return cls(size=d["size"], channels=d["channels"], pixel_max=d["pixel_max"], mean=d["mean"], std=d["std"])
+        pre = cls(size=d["size"], channels=d["channels"], pixel_max=d["pixel_max"], mean=d["mean"], std=d["std"])
+        if len(pre.size) != 2 or min(pre.size) < 1 or not all(isinstance(v, int) for v in pre.size):
+            raise ValueError(f"size must be [height, width] in pixels, got {d['size']!r}")
+        if pre.channels not in (1, 3) or len(pre.mean) != pre.channels or len(pre.std) != pre.channels:
+            raise ValueError(f"mean and std need one value per channel ({pre.channels}), got {pre.mean} and {pre.std}")
+        if not all(np.isfinite(pre.mean)) or not all(np.isfinite(s) and s > 0 for s in pre.std) or pre.pixel_max <= 0:
+            raise ValueError("mean, std and pixel_max must be finite, std and pixel_max above 0")
+        return pre
 
     def load_image(self, path: str | Path) -> torch.Tensor:
         try:
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 return self._from_pil(im)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read image {path}: {exc}. Remove or replace the file") from None
+        except DataError:
+            raise
+        except Exception as exc:  # Pillow raises many types for damaged files
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"cannot read image {path} ({detail}); this model reads image files: remove or replace "
+                            "it") from None
 
     def transform(self, x) -> torch.Tensor:
         """Arrays (N, H, W) or (N, H, W, C) in source units, PIL images, or image paths -> (N, C, H, W)."""
@@ -231,20 +252,30 @@ class TabularPreprocessor:
         return cls(numeric=d["numeric"], categorical=d["categorical"], impute=d["impute"])
 
     def transform(self, frame: pd.DataFrame, where: str = "input") -> torch.Tensor:
+        """Rows -> (N, F) floats. A frame that `read_inputs` read from a file names that file and its lines in errors.
+
+        Raises:
+            DataError: a trained column is missing, or a cell is empty, not a number, infinite or too large.
+        """
+        where = frame.attrs.get("source", where)
+        first_line = frame.attrs.get("first_line")
+        place = (lambda i: f"line {i + first_line}") if first_line else (lambda i: f"row {i + 1}")  # noqa: E731
         missing = [c for c in self.columns if c not in frame.columns]
         if missing:
-            raise DataError(f"{where}: missing column(s) {missing}; the model was trained on {self.columns}")
+            raise DataError(f"{where}: missing column(s) {missing}; the model was trained on {self.columns}: add them")
         parts = []
         for col, st in self.numeric.items():
             v = pd.to_numeric(frame[col], errors="coerce")
             bad = v.isna() & frame[col].notna()
             if bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise DataError(f"{where}: column {col!r} row {row + 1} holds {frame[col].iloc[row]!r}, not a number")
-            v = self._fill(v, col, st["fill"], where)
+                raise DataError(f"{where}: column {col!r} {place(row)} holds {frame[col].iloc[row]!r}, not a number; "
+                                "fix the value")
+            check_finite(v, col, where, place)
+            v = self._fill(v, col, st["fill"], where, place)
             parts.append(((v.to_numpy(np.float32) - st["mean"]) / st["std"])[:, None])
         for col, st in self.categorical.items():
-            v = self._fill(frame[col], col, st["fill"], where).astype(str)
+            v = self._fill(frame[col], col, st["fill"], where, place).astype(str)
             cats = pd.Categorical(v, categories=st["categories"])
             onehot = np.zeros((len(v), len(st["categories"])), dtype=np.float32)
             known = cats.codes >= 0
@@ -252,11 +283,11 @@ class TabularPreprocessor:
             parts.append(onehot)
         return torch.from_numpy(np.concatenate(parts, axis=1) if parts else np.zeros((len(frame), 0), np.float32))
 
-    def _fill(self, v: pd.Series, col: str, fill, where: str) -> pd.Series:
+    def _fill(self, v: pd.Series, col: str, fill, where: str, place) -> pd.Series:
         if v.isna().any():
             if not self.impute:
                 row = int(np.flatnonzero(v.isna().to_numpy())[0])
-                raise DataError(f"{where}: column {col!r} row {row + 1} is empty; fill it in "
+                raise DataError(f"{where}: column {col!r} {place(row)} is empty; fill it in "
                                 "(this model was trained with data.nan_policy other than 'impute')")
             v = v.fillna(fill)
         return v
@@ -266,15 +297,75 @@ class TabularPreprocessor:
 
     def read_inputs(self, path: Path):
         frame = read_csv(path)
+        frame.attrs.update(source=str(path), first_line=2)  # errors name the file's lines; the header is line 1
         return frame, [str(i + 1) for i in range(len(frame))]
 
 
 # ---------------------------------------------------------------- helpers
 
 
+MAX_IMAGE_PIXELS = 50_000_000  # 7,000 x 7,000: a larger image is a mistake or a decompression bomb
+
+
+@contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """Open an image, refusing one of more than MAX_IMAGE_PIXELS before any pixel is decoded: a small file can
+    decode to gigabytes (a decompression bomb).
+
+    Raises:
+        DataError: the image is over the limit.
+    """
+    too_big = (f"image {path} is over the limit of {MAX_IMAGE_PIXELS:,} pixels (a decompression bomb, or an image "
+               "to shrink first); remove it or resize it")
+    try:
+        with warnings.catch_warnings():  # Pillow warns from 89 megapixels; the explicit limit below is lower
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError:
+        raise DataError(f"{too_big} ({MAX_IMAGE_PIXELS:,} pixels at most)") from None
+    with im:
+        width, height = im.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise DataError(f"{too_big}: it is {width}x{height} = {width * height:,} pixels")
+        yield im
+
+
+MAX_ABS_FEATURE = 1e38  # float32 ends at 3.4e38: a larger feature is infinite inside the model
+
+
+def check_finite(values: pd.Series, col: str, where: str, place) -> None:
+    """Fail on an infinite or too large number in a numeric column; `place(i)` names row i (a line or a row).
+
+    Empty cells (NaN) are left to the missing-value policy.
+    """
+    x = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        infinite = np.isinf(x)
+        huge = np.isfinite(x) & (np.abs(x) > MAX_ABS_FEATURE)
+    if infinite.any():
+        i = int(np.flatnonzero(infinite)[0])
+        raise DataError(f"{where}: column {col!r} {place(i)} holds {x[i]}, not a finite number; fix or remove "
+                        "the value")
+    if huge.any():
+        i = int(np.flatnonzero(huge)[0])
+        raise DataError(f"{where}: column {col!r} {place(i)} holds {x[i]:g}, too large for a feature (keep values "
+                        f"within +-{MAX_ABS_FEATURE:g}); fix the value, or rescale the column (e.g. take its log)")
+
+
+def missing_data_hint(path: Path) -> str:
+    """How to make a missing data file: the make_data.py script beside the examples, when there is one."""
+    for folder in list(path.parents)[:3]:
+        script = folder / "make_data.py"
+        if script.is_file():
+            return f"; create it with `python {script}`"
+    return "; check data.source (a relative path is read from the config file's folder)"
+
+
 def read_csv(path: Path, **kw) -> pd.DataFrame:
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a CSV file; point at the CSV file itself")
     if not path.is_file():
-        raise DataError(f"CSV file {path} not found")
+        raise DataError(f"CSV file {path} not found{missing_data_hint(path)}")
     try:
         frame = pd.read_csv(path, **kw)
     except pd.errors.EmptyDataError:
@@ -282,9 +373,11 @@ def read_csv(path: Path, **kw) -> pd.DataFrame:
     except UnicodeDecodeError:
         raise DataError(f"{path}: {non_utf8_line(path)}") from None
     except pd.errors.ParserError as exc:
-        raise DataError(f"{path}: cannot parse as CSV: {exc}") from None
+        detail = " ".join(str(exc).split())
+        raise DataError(f"{path}: cannot parse as CSV ({detail}); every row needs as many fields as the header, "
+                        "and quotes must be closed") from None
     if frame.empty:
-        raise DataError(f"{path} has no data rows")
+        raise DataError(f"{path} has no data rows; add rows below the header")
     return frame
 
 

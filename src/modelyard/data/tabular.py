@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from modelyard.data.base import RawData
-from modelyard.data.preprocess import read_csv, require_column, split_column_values
+from modelyard.data.preprocess import check_finite, read_csv, require_column, split_column_values
 from modelyard.data.sources import register_source
 from modelyard.errors import DataError
 
@@ -39,7 +39,7 @@ def csv_table(arg: str, cfg) -> RawData:
     empty_y = y.isna().to_numpy()
     if empty_y.any():
         if cfg.nan_policy != "drop":
-            raise DataError(f"{path}: the label column {cfg.target!r} is empty on line(s) {_lines(rows[empty_y])}; "
+            raise DataError(f"{path}: the label column {cfg.target!r} is empty on {_lines(rows[empty_y])}; "
                             "fill them in or set data.nan_policy: drop")
 
     categorical = set(cfg.categorical)
@@ -55,6 +55,12 @@ def csv_table(arg: str, cfg) -> RawData:
                 f"fix the value, or list {col!r} in data.categorical to treat it as categories"
             )
         categorical.add(col)
+    for col in features:
+        if frame[col].isna().all() and cfg.nan_policy == "impute":
+            raise DataError(f"{path}: column {col!r} is empty in every row, so there is no value to impute from; "
+                            "fill it in, or remove it from the file or from data.features")
+        if col not in categorical:
+            check_finite(frame[col], col, str(path), lambda i: f"line {rows[i]}")
 
     holes = frame[features].isna().to_numpy()
     bad_rows = holes.any(axis=1) | empty_y
@@ -62,7 +68,7 @@ def csv_table(arg: str, cfg) -> RawData:
         cols = [c for c, n in zip(features, holes.sum(axis=0)) if n]
         if cfg.nan_policy == "error":
             raise DataError(
-                f"{path}: missing values in column(s) {cols} on line(s) {_lines(rows[holes.any(axis=1)])}; "
+                f"{path}: missing values in column(s) {cols} on {_lines(rows[holes.any(axis=1)])}; "
                 "fill them in, or set data.nan_policy to drop (remove those rows) or impute (median / most frequent)"
             )
     if cfg.nan_policy == "drop" and bad_rows.any():
@@ -88,5 +94,7 @@ def csv_table(arg: str, cfg) -> RawData:
 
 
 def _lines(lines: np.ndarray) -> str:
+    """'line 4' or 'lines 4, 7, ... and 3 more'."""
     shown = ", ".join(str(int(r)) for r in lines[:5])
-    return shown + (f" and {len(lines) - 5} more" if len(lines) > 5 else "")
+    more = f" and {len(lines) - 5} more" if len(lines) > 5 else ""
+    return f"line{'s' * (len(lines) > 1)} {shown}{more}"

@@ -15,13 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelyard.registry import Registry
 
 Activation = Literal["relu", "sigmoid", "tanh", "gelu"]
-Width = Annotated[int, Field(gt=0)]  # a layer width or channel count
+MAX_WIDTH = 16_384  # wider layers than this would not fit in memory; a typo more likely than an intent
+Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]  # a layer width or channel count
 
 
 class ModelConfigBase(BaseModel):
     """Fields every model accepts; each family adds its own and a `name: Literal[...]` tag."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
     pretrained: str | None = Field(
         None, description="Local weights file (.safetensors, or .pt/.pth read with weights_only=True)."
@@ -42,7 +43,10 @@ class LazyFactory:
         self.ref = ref
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return import_ref(self.ref)(*args, **kwargs)
+        return self.resolve()(*args, **kwargs)
+
+    def resolve(self) -> Any:
+        return import_ref(self.ref)
 
     def __repr__(self) -> str:
         return f"LazyFactory({self.ref!r})"

@@ -51,7 +51,7 @@ class CifarCNNConfig(ModelConfigBase):
 class Mnist1DCNNConfig(ModelConfigBase):
     name: Literal["mnist1d-cnn"] = "mnist1d-cnn"
     channels: list[Width] = Field(default_factory=lambda: [64, 64, 64, 64], min_length=1)
-    kernel_size: int = Field(5, ge=1)
+    kernel_size: int = Field(5, ge=1, le=1024)
     activation: Activation = "gelu"
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
@@ -78,10 +78,10 @@ class ResNet50Config(ResNetConfig):
 class TransformerSizes(ModelConfigBase):
     """The size fields shared by the Transformers built here (text-transformer, gpt)."""
 
-    d_model: int = Field(128, gt=0, description="Width of the token representations.")
-    n_layers: int = Field(2, ge=1)
-    n_heads: int = Field(4, ge=1)
-    ff_mult: int = Field(4, ge=1, description="The MLP's hidden width is ff_mult * d_model.")
+    d_model: Width = Field(128, description="Width of the token representations.")
+    n_layers: int = Field(2, ge=1, le=1024)
+    n_heads: int = Field(4, ge=1, le=1024)
+    ff_mult: int = Field(4, ge=1, le=64, description="The MLP's hidden width is ff_mult * d_model.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
@@ -101,9 +101,9 @@ class TextTransformerConfig(TransformerSizes):
 @register_model("gpt", factory="modelyard.models.gpt:gpt", head="head", reads=("corpus",))
 class GPTConfig(TransformerSizes):
     name: Literal["gpt"] = "gpt"
-    n_layers: int = Field(4, ge=1)
+    n_layers: int = Field(4, ge=1, le=1024)
     context_length: int | None = Field(
-        None, ge=2, description="Positions the model has (prompt + generated tokens); default: data.block_size."
+        None, ge=2, le=65_536, description="Positions the model has (prompt + generated tokens); default: data.block_size."
     )
 
 
@@ -127,7 +127,7 @@ class TfidfLinearConfig(ModelConfigBase):
 
 
 class LoraSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     r: int = Field(8, ge=1, description="Rank of the low-rank update.")
     alpha: float = Field(16.0, gt=0, description="Scaling: the update is multiplied by alpha / r.")
