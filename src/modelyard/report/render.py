@@ -125,7 +125,10 @@ def _demo_pages(workdir: Path) -> list[Path]:
 
 
 def _png_name(html_path: Path) -> str:
-    return f"{html_path.parent.name}-{html_path.stem}.png"
+    """digits-lenet-report.png for runs/digits-lenet-20260101T000000Z/report.html: one name per experiment, so a
+    second rendering replaces the first."""
+    folder = re.sub(r"-\d{8}T\d{6}Z$", "", html_path.parent.name)
+    return f"{folder}-{html_path.stem}.png"
 
 
 def main(argv: list[str] | None = None) -> int:
