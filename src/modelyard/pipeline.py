@@ -78,9 +78,12 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
                             resume=resume is not None, quiet=quiet)
         if resume is not None and acc.is_main_process:
             run.truncate_history(loop.state.epoch)  # epochs past the checkpoint are redone; don't list them twice
+        loop.progress.summary(cfg=cfg, bundle=bundle, parameters=count_parameters(loop.module), device=acc.device,
+                              run_path=run.path, resumed_at=loop.state.epoch)
         for note in bundle.notes:
             loop.progress.note(note)
         state = loop.fit()
+        loop.progress.kept(best_epoch=state.best_epoch, epochs_run=state.epoch, best_value=state.best_value)
         if not acc.is_main_process:
             return Run(run.path, {})
         if bundle.task == "lm":
