@@ -67,7 +67,8 @@ def _confusions_html(pairs: list[dict]) -> str:
     rows = [[html.escape(c["true"]), html.escape(c["predicted"]), str(c["count"]),
              "<td class='text'>" + "<br>".join(html.escape(t[:240]) for t in c["examples"]) + "</td>"]
             for c in pairs]
-    return "<h2>Most confused classes (test)</h2>" + table(["true", "predicted", "count", "<th class='text'>examples</th>"], rows)
+    header = ["true", "predicted", "count", "<th class='text'>examples</th>"]
+    return "<h2>Most confused classes (test)</h2>" + table(header, rows)
 
 
 def _per_class_table(per_class: dict, aucs: dict) -> str:
