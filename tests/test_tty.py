@@ -49,6 +49,9 @@ def test_train_in_a_terminal_exits_cleanly_and_draws_a_progress_bar(terminal_run
     assert re.search(r"epoch 1/2", plain), f"no progress bar was drawn:\n{plain}"  # the bar's own column
     assert re.search(r"epoch +2/2 +train_loss", plain)  # the per-epoch line printed under it
     assert "test accuracy:" in plain and "report:" in plain
+    # the summary block before the first step, and which epoch was kept after the last
+    assert re.search(r"data +builtin:digits: train 1,257, val 270, test 270 examples; 10 classes", plain)
+    assert re.search(r"model +mlp: 2,410 parameters", plain) and re.search(r"kept epoch [12] of 2", plain)
 
 
 def test_evaluate_and_predict_in_a_terminal(terminal_run):
@@ -74,7 +77,7 @@ def test_value_in_a_terminal(terminal_run):
         "volume_per_month": 1000, "horizon_months": 1, "currency": "USD",
         "outcomes": {"correct": 0.1, "wrong": -0.2}, "serve": {"usd_per_hour": 0.2},
         "train": {"usd_per_hour": 0.2}}))
-    status, out = run_in_terminal("value", run, "--scenario", scenario, "--budget", "1", "--output", tmp / "v",
+    status, out = run_in_terminal("value", run, "--scenario", scenario, "--iterations", "5", "--output", tmp / "v",
                                   cwd=tmp)
     assert status == 0, out
     assert "report:" in out and "Traceback" not in out
