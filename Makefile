@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench clean postgres
+.PHONY: install demo test bench clean postgres report-png
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
 		echo "installing Debian's postgresql package for the registry tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+# Renders a demo's report.html and value.html to PNG with headless Chromium (Debian's package) and fails if a page
+# is wider than 1,280 px. Not part of `make test`: it needs a browser and takes about 1.5 min.
+report-png: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium package to render the reports"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	$(BIN)/python -m modelyard.report.render --demo --out build/report-png
 
 bench: $(STAMP)
 	@for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
