@@ -3,9 +3,16 @@ import shutil
 
 import pytest
 
-from modelyard.store import keys, models
-from modelyard.store.db import RegistryError, connect
+from modelyard.store import artifacts, keys, models
+from modelyard.store.db import SCHEMA_VERSION, RegistryError, connect
 from tests.conftest import run_cli
+
+
+@pytest.fixture(autouse=True)
+def artifact_store(tmp_path, monkeypatch):
+    """Each test's registrations copy into an artifact store of its own (spawned processes inherit it)."""
+    monkeypatch.setenv("MODELYARD_ARTIFACTS", str(tmp_path / "artifacts"))
+    return tmp_path / "artifacts"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -42,13 +49,15 @@ def test_versions_promotion_and_lookup(url, digits_run):
         models.show("digits:latest", url=url)
 
 
-def test_changed_weights_are_refused(url, digits_run, tmp_path):
+def test_changed_files_are_refused(url, digits_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(digits_run.path, run)
-    models.register(run, "m", url=url)
-    assert models.resolve("m", url=url)[1]["version"] == 1
+    rec = models.register(run, "m", url=url)
     weights = run / "model" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")  # the run's files no longer matter: a copy is served
+    assert models.resolve("m", url=url)[1]["version"] == 1
+    stored = artifacts.folder(rec["artifact"]) / "model.safetensors"
+    stored.write_bytes(stored.read_bytes()[:-1] + b"\x00")
     with pytest.raises(RegistryError, match="content hash mismatch"):
         models.resolve("m:1", url=url)
 
@@ -97,7 +106,7 @@ def test_keys_are_hashed_revocable_and_usage_from_two_writers_adds_up(url):
 def test_schema_is_versioned(url):
     engine = connect(url)
     with engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version FROM schema_version").scalar() == 1
+        assert conn.exec_driver_sql("SELECT version FROM schema_version").scalar() == SCHEMA_VERSION
         conn.exec_driver_sql("UPDATE schema_version SET version = 99")
         conn.commit()
     from modelyard.store.db import migrate

@@ -16,11 +16,17 @@ def models() -> None:
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--name", required=True, help="Model name; each registration adds a version.")
 def register_cmd(run: str, name: str) -> None:
-    """Register RUN's saved model as the next version of NAME."""
+    """Register RUN's saved model as the next version of NAME.
+
+    The model must load and predict on a sample input; its files are then copied into the artifact store
+    (MODELYARD_ARTIFACTS, default MODELYARD_HOME/artifacts), so the version outlives the run folder.
+    """
+    from modelyard.store import artifacts
     from modelyard.store.models import register
 
     rec = register(run, name)
-    click.echo(f"registered {rec['name']}:{rec['version']} (sha256 {rec['weights_sha256'][:12]}) from {rec['run_path']}")
+    click.echo(f"registered {rec['name']}:{rec['version']} (sha256 {rec['weights_sha256'][:12]}) from "
+               f"{rec['run_path']}; its files are kept in {artifacts.folder(rec['artifact'])}")
 
 
 @models.command("list")
@@ -35,7 +41,8 @@ def list_cmd(name: str | None) -> None:
     for r in rows:
         acc = r["metrics"].get("test", {}).get("accuracy")
         click.echo(f"{r['name']}:{r['version']:<4} {r['stage']:<10} {r['created_at']}  {r['created_by']:<10} "
-                   f"{'test accuracy %.4f' % acc if acc is not None else ''}  {r['run_path']}")
+                   f"{'test accuracy %.4f' % acc if acc is not None else ''}  {r['run_path']}"
+                   + ("" if r.get("artifact") else "  (no stored copy: registered before the artifact store)"))
 
 
 @models.command("show")

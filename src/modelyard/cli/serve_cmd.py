@@ -25,13 +25,42 @@ import click
               help="Write no line per request (time, client name, route, status, latency) to stderr.")
 def serve(model: str, name: str | None, host: str, port: int, workers: int, max_batch_size: int,
           max_wait_ms: float, max_body_mb: float, max_items: int, no_auth: bool, no_access_log: bool) -> None:
-    """Serve MODEL (a run directory, NAME for its production version, or NAME:VERSION) over HTTP."""
+    """Serve MODEL over HTTP: NAME (its production version, else the latest) or NAME:VERSION from the registry,
+    or a run directory written as a path (./digits, runs/digits-...; a bare name always means the registry)."""
     from modelyard.serving.app import ServerConfig, serve as run_server
 
+    shown = check_model_argument(model)
     if no_auth:
         click.echo("warning: --no-auth: anyone who can reach this port can use the model", err=True)
     cfg = ServerConfig(model=model, name=name, auth=not no_auth, max_batch_size=max_batch_size,
                        max_wait_ms=max_wait_ms, max_body_bytes=int(max_body_mb * 2**20), max_items=max_items,
                        access_log=not no_access_log)
-    click.echo(f"serving {model} on http://{host}:{port} (docs: http://{host}:{port}/docs)", err=True)
+    click.echo(f"serving {shown} on http://{host}:{port} (docs: http://{host}:{port}/docs)", err=True)
     run_server(cfg, host=host, port=port, workers=workers)
+
+
+def check_model_argument(model: str) -> str:
+    """Check everything about MODEL that can be checked before the server starts, and say what will be served.
+
+    A path must hold a sound model folder; a registry name must have a version whose stored files are present and
+    still hash to what was registered.
+    """
+    from pathlib import Path
+
+    from modelyard.artifact import check_model_folder
+    from modelyard.errors import ConfigError
+    from modelyard.store.models import is_path, resolve
+
+    if is_path(model):
+        if not Path(model).exists():
+            raise ConfigError(f"{model} not found; pass a run directory that `modelyard train` printed, or "
+                              "NAME[:VERSION] of a model added with `modelyard models register`")
+        check_model_folder(model)
+        return model
+    model_dir, record = resolve(model)
+    check_model_folder(model_dir)
+    if not record.get("artifact"):
+        click.echo(f"warning: {record['name']}:{record['version']} was registered before modelyard kept a copy of "
+                   "each version; it is served from its run folder. Register the run again to keep a copy",
+                   err=True)
+    return f"{record['name']}:{record['version']} (sha256 {record['weights_sha256'][:12]}, from {model_dir})"

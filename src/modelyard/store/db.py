@@ -36,6 +36,9 @@ MIGRATIONS: list[list[str]] = [
             predictions BIGINT NOT NULL DEFAULT 0, compute_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
             last_used VARCHAR(40))""",
     ],
+    [  # 2: where a version's files are kept in the artifact store (NULL: an older row that holds only run_path)
+        "ALTER TABLE model_versions ADD COLUMN artifact TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
