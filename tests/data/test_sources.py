@@ -92,7 +92,7 @@ def test_csv_nan_policies(tmp_path):
     frame = table()
     frame.loc[[3, 10], "b"] = np.nan
     path = write_csv(tmp_path, frame)
-    with pytest.raises(DataError, match=r"missing values in column\(s\) \['b'\] on line\(s\) 5, 12.*nan_policy"):
+    with pytest.raises(DataError, match=r"missing values in column\(s\) \['b'\] on lines 5, 12.*nan_policy"):
         build(source=f"csv:{path}", target="y")
     dropped = build(source=f"csv:{path}", target="y", nan_policy="drop")
     assert len(dropped.train) + len(dropped.val) + len(dropped.test) == 58
@@ -105,7 +105,7 @@ def test_csv_nan_policies(tmp_path):
 def test_csv_empty_label(tmp_path):
     frame = table()
     frame.loc[4, "y"] = np.nan
-    with pytest.raises(DataError, match=r"label column 'y' is empty on line\(s\) 6"):
+    with pytest.raises(DataError, match=r"label column 'y' is empty on line 6"):
         build(source=f"csv:{write_csv(tmp_path, frame)}", target="y")
 
 
