@@ -382,6 +382,8 @@ PREDICT_CASES = [
                  "alcohol", "line 3", "finite", run="{tab}"),
     predict_case("table-1e308", {"x.csv": "alcohol,malic_acid,ash\n1e308,2,2\n"}, "{d}/x.csv", "x.csv", "alcohol",
                  "line 2", "too large", run="{tab}"),
+    predict_case("table-overflows-the-model", {"x.csv": "alcohol,malic_acid,ash\n13,2,2\n13,2,9e37\n"}, "{d}/x.csv",
+                 "x.csv", "ash", "line 3", "too large for this model", run="{tab}"),
     predict_case("table-empty-cell", {"x.csv": "alcohol,malic_acid,ash\n13,,2\n"}, "{d}/x.csv", "x.csv",
                  "malic_acid", "line 2", "empty", run="{tab}"),
     predict_case("table-latin1", {"x.csv": "alcohol,malic_acid,ash,note\n13,2,2,caf\u00e9\n".encode("latin-1")},
@@ -563,6 +565,12 @@ CLI_CASES = [
          files={"r/.keep": ""}),
     Case("resume-a-file", ("train", "--resume", "{d}/exp.yaml"), ("--resume", "file"),
          files={"exp.yaml": experiment()}),
+    Case("resume-config-invalid-yaml", ("train", "--resume", "{d}/run"), ("config.yaml", "line 1", "not valid YAML"),
+         tamper=lambda run: (run / "config.yaml").write_text("name: [x\n")),
+    Case("resume-config-latin1", ("train", "--resume", "{d}/run"), ("config.yaml", "UTF-8", "iconv"),
+         tamper=lambda run: (run / "config.yaml").write_bytes(b"name: caf\xe9\n")),
+    Case("resume-bad-set", ("train", "--resume", "{d}/run", "--set", "train.epochs=0"),
+         ("config.yaml", "train.epochs", "from --set"), tamper=lambda run: None),
     Case("evaluate-without-run", ("evaluate",), ("missing argument", "RUN")),
     Case("evaluate-missing-run", ("evaluate", "{d}/nope"), ("nope", "not found", "modelyard train")),
     Case("evaluate-a-model-folder", ("evaluate", "{run}/model"), ("config.yaml", "run directory")),
@@ -602,6 +610,8 @@ CLI_CASES = [
     Case("value-missing-run", ("value", "{d}/nope", "--scenario", "{d}/s.yaml"), ("nope",),
          files={"s.yaml": yaml.safe_dump(SCENARIO)}),
     Case("models-register-missing-run", ("models", "register", "{d}/nope", "--name", "m"), ("nope",)),
+    Case("models-register-tampered", ("models", "register", "{d}/run", "--name", "m"),
+         ("head.weight", "shape"), tamper=edit_tensors(lambda t: t.update({"head.weight": t["head.weight"][:5]}))),
     Case("models-register-without-name", ("models", "register", "{run}"), ("--name",)),
     Case("models-promote-bad-stage", ("models", "promote", "m:1", "--stage", "live"), ("--stage", "production")),
     Case("models-promote-unknown", ("models", "promote", "nobody:1", "--stage", "production"), ("nobody",)),
@@ -778,6 +788,18 @@ def test_bad_input_in_a_terminal(case_id, shared, tmp_path):
     assert "Traceback" not in out and out.strip().startswith("error: ")
     for piece in case.expect:
         assert piece.format(d=d).lower() in out.lower(), out
+
+
+def test_probabilities_that_are_not_finite_are_an_error_not_an_empty_cell():
+    import numpy as np
+
+    from modelyard.errors import DataError
+    from modelyard.inference import require_finite
+
+    ok = np.array([[0.25, 0.75], [1.0, 0.0]])
+    assert require_finite(ok) is ok
+    with pytest.raises(DataError, match="input 2 .of 2. is not finite"):
+        require_finite(np.array([[0.5, 0.5], [np.nan, np.nan]]))
 
 
 def test_old_model_folder_without_format_version_still_loads(shared, tmp_path):

@@ -129,12 +129,12 @@ class Predictor:
 
     def predict_raw(self, raw) -> np.ndarray:
         """Probabilities (N, C) for a source's raw examples (`data.RawData`), as evaluation reads them."""
-        from modelyard.inference import predict_dataset
+        from modelyard.inference import predict_dataset, require_finite
 
         if self.estimator:
             return self.model.predict_proba(raw.x)
         dataset = self.preprocessor.dataset(raw, np.zeros(len(raw), dtype=np.int64), train=False)
-        return predict_dataset(self.model, dataset, device=self.device)[1]
+        return require_finite(predict_dataset(self.model, dataset, device=self.device)[1])
 
     def predict(self, inputs, *, batch_size: int = 512) -> np.ndarray:
         """The predicted label (a name from `labels`) of each input."""

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from modelyard.errors import DataError
+
 
 @torch.no_grad()
 def predict_dataset(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 512,
@@ -50,7 +52,21 @@ def predict_tensor(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int =
     """Probabilities (N, C) for preprocessed inputs."""
     model.eval()
     out = [model(x[i:i + batch_size].to(device)).double().softmax(dim=1).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out).double().numpy() if out else np.zeros((0, 0))
+    return require_finite(torch.cat(out).double().numpy()) if out else np.zeros((0, 0))
+
+
+def require_finite(prob: np.ndarray) -> np.ndarray:
+    """`prob`, after checking every row is a probability distribution and not NaN (which prints as nothing).
+
+    Raises:
+        DataError: naming the first input whose probabilities are not finite.
+    """
+    bad = ~np.isfinite(prob).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"the model's output for input {i + 1} (of {len(prob)}) is not finite: that input holds values "
+                        "so extreme that the model overflows; check it, or rescale those features")
+    return prob
 
 
 def predicted_labels(prob: np.ndarray, labels: list[str]) -> np.ndarray:

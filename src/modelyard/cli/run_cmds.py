@@ -27,6 +27,10 @@ def train(config_file: str | None, overrides: tuple[str, ...], output: str, resu
         raise ConfigError("give either CONFIG or --resume RUN, not both: a resumed run keeps its saved config")
     # The config is validated before torch and the data libraries load, so a typo answers in a fraction of a second.
     cfg = load_config(config_file, overrides) if config_file else None
+    if resume:  # a resumed run's own config.yaml, damaged or edited, is named with its line the same way
+        from modelyard.runs import RunDir
+
+        load_config(RunDir.open(resume).config_path, overrides)
     from modelyard.pipeline import train as run_training
 
     run = run_training(cfg, output=output, overrides=overrides if resume else (), resume=resume)

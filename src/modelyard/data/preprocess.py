@@ -273,7 +273,13 @@ class TabularPreprocessor:
                                 "fix the value")
             check_finite(v, col, where, place)
             v = self._fill(v, col, st["fill"], where, place)
-            parts.append(((v.to_numpy(np.float32) - st["mean"]) / st["std"])[:, None])
+            with np.errstate(over="ignore"):
+                scaled = (v.to_numpy(np.float32) - st["mean"]) / st["std"]
+            if not np.isfinite(scaled).all():
+                row = int(np.flatnonzero(~np.isfinite(scaled))[0])
+                raise DataError(f"{where}: column {col!r} {place(row)} holds {v.iloc[row]:g}, too large for this model: "
+                                f"it trained on values around {st['mean']:.4g} +- {st['std']:.4g}; fix the value")
+            parts.append(scaled[:, None])
         for col, st in self.categorical.items():
             v = self._fill(frame[col], col, st["fill"], where, place).astype(str)
             cats = pd.Categorical(v, categories=st["categories"])
