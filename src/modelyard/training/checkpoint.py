@@ -54,7 +54,7 @@ class TrainState:
     bad_epochs: int = 0
     stopped_early: bool = False
     train_time_s: float = 0.0
-    energy: dict = field(default_factory=dict)  # joules so far and how they were measured (training/energy.py)
+    energy: dict = field(default_factory=dict)  # joules so far and how they were measured (modelyard/energy.py)
     partial: dict = field(default_factory=lambda: {"loss_sum": 0.0, "correct": 0, "seen": 0})
 
 
