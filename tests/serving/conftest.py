@@ -105,7 +105,8 @@ def image_server(image_run, api_key):
 
 @pytest.fixture(scope="session")
 def text_server(text_run, api_key):
-    server = Server(text_run.path, "--name", "topics", "--max-body-mb", "0.01", "--max-items", "50")
+    server = Server(text_run.path, "--name", "topics", "--max-body-mb", "0.01", "--max-items", "50",
+                    "--no-access-log")
     yield server
     server.stop()
 

@@ -5,9 +5,22 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import run_cli
+
+
+# A wedged server never answers; a healthy one answers a one-image request in milliseconds. The bound leaves room
+# for a test machine whose two cores are shared with other test processes.
+WATCHDOG_S = 5.0
+
+
+def assert_still_serving(server, key):
+    """A good request to the digits server is answered at once."""
+    r = httpx.post(f"{server.url}/v2/models/digits/infer", json=v2_image(np.zeros((1, 8, 8))), headers=auth(key),
+                   timeout=WATCHDOG_S)
+    assert r.status_code == 200 and r.json()["outputs"][0]["shape"] == [1, 10], r.text
 
 
 def auth(key):

@@ -17,11 +17,9 @@ import numpy as np
 import pytest
 
 from tests.serving.conftest import Server
-from tests.serving.helpers import auth, fresh_key, metric, usage_of, v2_image, wait_for, wait_for_usage
+from tests.serving.helpers import (WATCHDOG_S, assert_still_serving, auth, fresh_key, metric, usage_of, v2_image,
+                                   wait_for, wait_for_usage)
 
-# A wedged server never answers; a healthy one answers a one-image request in milliseconds. The bound leaves room
-# for a test machine whose two cores are shared with other test processes.
-WATCHDOG_S = 5.0
 INFER = "/v2/models/digits/infer"
 PREDICT = "/v1/models/digits/predict"
 
@@ -36,17 +34,13 @@ def server(image_run, home):
     server = Server(image_run.path, "--name", "digits",
                     env={"MODELYARD_HOME": str(home), "MODELYARD_DB_TIMEOUT": "1"})
     yield server
-    server.stop()
+    log = server.stop()
+    assert "Traceback" not in log, log  # every bad request was answered, none crashed a handler
 
 
 @pytest.fixture(scope="module")
 def key(server, home):
     return fresh_key("fuzz", home)[0]
-
-
-def assert_still_serving(server, key):
-    r = httpx.post(f"{server.url}{INFER}", json=v2_image(np.zeros((1, 8, 8))), headers=auth(key), timeout=WATCHDOG_S)
-    assert r.status_code == 200 and r.json()["outputs"][0]["shape"] == [1, 10], r.text
 
 
 def v2(shape, data, datatype="FP32"):
@@ -89,6 +83,8 @@ BAD = [
     ("v1-bad-base64", PREDICT, {"images": ["not base64!"]}, 400, "not valid base64"),
     ("bin-header-superscript", INFER, (GOOD_BINARY[0], {"Inference-Header-Content-Length": "²".encode()}), 400,
      "Inference-Header-Content-Length"),
+    ("bin-header-latin1-superscript", INFER, (GOOD_BINARY[0], {"Inference-Header-Content-Length": b"\xb2"}), 400,
+     "Inference-Header-Content-Length"),  # str.isdigit() is true for it, int() is not
     ("bin-header-negative", INFER, (GOOD_BINARY[0], {"Inference-Header-Content-Length": "-1"}), 400,
      "Inference-Header-Content-Length"),
     ("bin-header-text", INFER, (GOOD_BINARY[0], {"Inference-Header-Content-Length": "abc"}), 400,
@@ -123,6 +119,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, key, path, bo
 
 
 @pytest.mark.parametrize("headers", [{"Inference-Header-Content-Length": "²".encode()},
+                                     {"Inference-Header-Content-Length": b"\xb2"},
                                      {"Inference-Header-Content-Length": "-1"},
                                      {"Authorization": "Bearer wrong", "Inference-Header-Content-Length": "x"}])
 def test_without_a_key_every_malformed_request_is_401(server, key, headers):
@@ -138,6 +135,28 @@ def test_the_key_is_checked_before_the_body_is_read(server, key):
                   b"Inference-Header-Content-Length: \xc2\xb2\r\nContent-Length: 1000000000\r\n\r\n{")
         assert s.recv(100).startswith(b"HTTP/1.1 401 ")
     assert_still_serving(server, key)
+
+
+TEXT_BAD = [
+    ("v1-lone-surrogate", "/v1/models/topics/predict", {"texts": ["fine", "\ud800"]}, 400, "lone surrogate"),
+    ("v2-lone-surrogate", "/v2/models/topics/infer",
+     {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a\udfffb"]}]}, 400, "lone surrogate"),
+    ("v1-empty-batch", "/v1/models/topics/predict", {"texts": []}, 400, "empty"),
+    ("v2-empty-batch", "/v2/models/topics/infer",
+     {"inputs": [{"name": "text", "shape": [0], "datatype": "BYTES", "data": []}]}, 400, "no items"),
+    ("v2-not-strings", "/v2/models/topics/infer",
+     {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [5]}]}, 400, "must be strings"),
+]
+
+
+@pytest.mark.parametrize("path, body, status, message", [c[1:] for c in TEXT_BAD], ids=[c[0] for c in TEXT_BAD])
+def test_bad_texts_get_4xx_and_the_text_server_keeps_serving(text_server, api_key, path, body, status, message):
+    r = httpx.post(f"{text_server.url}{path}", content=json.dumps(body).encode(),  # json.dumps keeps "\ud800"
+                   headers={"Content-Type": "application/json", **auth(api_key)})
+    assert r.status_code == status and message in r.json()["error"], r.text
+    r = httpx.post(f"{text_server.url}/v1/models/topics/predict", json={"texts": ["", "the router"]},
+                   headers=auth(api_key), timeout=WATCHDOG_S)
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 2, r.text
 
 
 def test_an_empty_batch_leaves_the_server_ready(server, key):

@@ -1,4 +1,4 @@
-"""The real server, started as a subprocess on a free loopback port, called over HTTP."""
+"""The real server, started as a subprocess on a port it picks, called over HTTP."""
 
 import base64
 import io
@@ -9,14 +9,7 @@ import pytest
 
 import modelyard
 from sklearn.datasets import load_digits
-
-
-def auth(key):
-    return {"Authorization": f"Bearer {key}"}
-
-
-def v2_image(x):
-    return {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.reshape(-1).tolist()}]}
+from tests.serving.helpers import auth, fresh_key, metric, usage_of, v2_image, wait_for_usage
 
 
 def test_image_model_v2_and_v1_give_the_saved_models_answers(image_server, image_run, api_key):
@@ -34,22 +27,31 @@ def test_image_model_v2_and_v1_give_the_saved_models_answers(image_server, image
     assert meta["parameters"]["labels"] == [str(i) for i in range(10)]
 
 
-def test_base64_images_are_read(image_server, api_key):
+def test_base64_images_are_read(image_server, image_run, api_key):
     from PIL import Image
 
-    buf = io.BytesIO()
-    Image.fromarray((load_digits().images[0] * 16).astype(np.uint8)).save(buf, format="PNG")
-    body = {"images": [base64.b64encode(buf.getvalue()).decode()]}
-    r = httpx.post(f"{image_server.url}/v1/models/digits/predict", json=body, headers=auth(api_key))
-    assert r.status_code == 200 and len(r.json()["predictions"]) == 1
+    digits = load_digits().images[:4]  # pixels 0..16; the PNGs hold them scaled to 0..255
+    pngs = []
+    for image in digits:
+        buf = io.BytesIO()
+        Image.fromarray(np.round(image * 255 / 16).astype(np.uint8)).save(buf, format="PNG")
+        pngs.append(base64.b64encode(buf.getvalue()).decode())
+    r = httpx.post(f"{image_server.url}/v1/models/digits/predict", json={"images": pngs}, headers=auth(api_key))
+    assert r.status_code == 200, r.text
+    expected = modelyard.load(image_run.path).predict(digits.astype(np.float32))
+    assert [p["label"] for p in r.json()["predictions"]] == list(expected)
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}])
 def test_missing_or_wrong_keys_get_401_and_are_counted(image_server, headers):
+    route = "/v2/models/{model_name}/infer"
+    before = (metric(image_server, "modelyard_auth_failures_total"),
+              metric(image_server, "modelyard_requests_total", route=route, status="401"))
     r = httpx.post(f"{image_server.url}/v2/models/digits/infer", json=v2_image(np.zeros((1, 8, 8))), headers=headers)
     assert r.status_code == 401 and "API key" in r.json()["error"] and r.headers["www-authenticate"] == "Bearer"
-    metrics = httpx.get(f"{image_server.url}/metrics").text
-    assert "modelyard_auth_failures_total" in metrics and 'status="401"' in metrics
+    after = (metric(image_server, "modelyard_auth_failures_total"),
+             metric(image_server, "modelyard_requests_total", route=route, status="401"))
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
 
 
 @pytest.mark.parametrize("body, status, message", [
@@ -121,58 +123,23 @@ def test_body_and_item_limits(text_server, api_key):
     assert text_server.alive()
 
 
-def test_usage_is_metered_per_key(image_server, api_key):
-    import json
-    import time
-
-    from tests.conftest import run_cli
-
-    before = {r["prefix"]: r for r in json.loads(run_cli("keys", "usage", "--json", check=True).stdout)}
-    httpx.post(f"{image_server.url}/v2/models/digits/infer", json=v2_image(np.zeros((4, 8, 8))), headers=auth(api_key))
-    time.sleep(2.5)  # the server adds usage to the registry every second
-    after = {r["prefix"]: r for r in json.loads(run_cli("keys", "usage", "--json", check=True).stdout)}
-    key = api_key[:10]
-    assert after[key]["requests"] >= before[key]["requests"] + 1
-    assert after[key]["predictions"] >= before[key]["predictions"] + 4 and after[key]["compute_ms"] > 0
+def test_usage_is_metered_per_key(image_server, registry_home):
+    """Exactly what was sent, for a key of its own: +1 request and +4 predictions, then +1 and +2 more."""
+    key, prefix = fresh_key("metered")
+    for n in (4, 2):
+        r = httpx.post(f"{image_server.url}/v2/models/digits/infer", json=v2_image(np.zeros((n, 8, 8))),
+                       headers=auth(key))
+        assert r.status_code == 200
+    row = wait_for_usage(prefix, requests=2, predictions=6)
+    assert row["compute_ms"] > 0 and row["last_used"]
+    assert usage_of(prefix, cli=True)["predictions"] == 6  # what `modelyard keys usage` shows
 
 
-def test_language_model_streams_generated_text(tmp_path, corpus_txt, api_key):
-    from tests.conftest import tiny_config
-    from tests.serving.conftest import Server
-
-    cfg = tiny_config(name="lm", data={"source": f"text:{corpus_txt}", "block_size": 16,
-                                       "tokenizer": {"vocab_size": 120}}, train={"epochs": 1, "batch_size": 16})
-    cfg["model"] = {"name": "gpt", "d_model": 16, "n_layers": 1, "n_heads": 2}
-    run = modelyard.train(cfg, output=tmp_path, quiet=True)
-    expected = modelyard.load(run.path).complete("the garden", max_new_tokens=12, seed=3)
-    server = Server(run.path, "--name", "lm")
-    try:
-        body = {"prompt": "the garden", "max_new_tokens": 12, "seed": 3}
-        with httpx.stream("POST", f"{server.url}/v1/models/lm/generate", json=body, headers=auth(api_key)) as r:
-            assert r.status_code == 200
-            text = "".join(r.iter_text())
-        assert text == expected
-        r = httpx.post(f"{server.url}/v1/models/lm/predict", json={"texts": ["x"]}, headers=auth(api_key))
-        assert r.status_code == 400 and "generate" in r.json()["error"]
-        r = httpx.post(f"{server.url}/v1/models/lm/generate", json={"prompt": ""}, headers=auth(api_key))
-        assert r.status_code == 422
-        v2 = {"inputs": [{"name": "prompt", "shape": [1], "datatype": "BYTES", "data": ["the garden"]}]}
-        r = httpx.post(f"{server.url}/v2/models/lm/infer", json=v2, headers=auth(api_key))
-        assert r.status_code == 200 and isinstance(r.json()["outputs"][0]["data"][0], str)
-
-        # Graceful shutdown: a generation under way when SIGTERM arrives still finishes.
-        long = {"prompt": "the garden", "max_new_tokens": 1500, "seed": 4}
-        full = modelyard.load(run.path).complete("the garden", max_new_tokens=1500, seed=4, stop_at_eos=True)
-        pieces = []
-        with httpx.stream("POST", f"{server.url}/v1/models/lm/generate", json=long, headers=auth(api_key)) as r:
-            for i, piece in enumerate(r.iter_text()):
-                if i == 0:
-                    server.proc.terminate()
-                pieces.append(piece)
-        assert "".join(pieces) == full
-        assert server.proc.wait(30) in (0, -15)  # uvicorn re-raises SIGTERM once it has shut down cleanly
-    finally:
-        server.stop()
+def test_the_access_log_can_be_turned_off(text_server, api_key):
+    """text_server runs with --no-access-log."""
+    r = httpx.post(f"{text_server.url}/v1/models/topics/predict", json={"texts": ["x"]}, headers=auth(api_key))
+    assert r.status_code == 200
+    assert "/v1/models/{model_name}/predict" not in text_server.log() and " key=" not in text_server.log()
 
 
 def test_several_workers_serve_the_same_model(image_run, api_key):

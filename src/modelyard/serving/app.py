@@ -59,7 +59,7 @@ def create_app(cfg: ServerConfig) -> FastAPI:
                        on_failure=served.metrics.auth_failures.inc)
     routes = [route for router in (app.router, *routers) for route in router.routes]
     app.add_middleware(RequestLog, metrics=served.metrics, routes=routes, access=cfg.access_log)
-    app.state.model_name, app.state.config = served.name, cfg
+    app.state.model_name, app.state.config, app.state.served = served.name, cfg, served
     return app
 
 
