@@ -47,9 +47,9 @@ def v2(shape, data, datatype="FP32"):
     return {"inputs": [{"name": "input", "shape": shape, "datatype": datatype, "data": data}]}
 
 
-def binary(header: dict, *tensors: bytes, length: str | None = None):
+def binary(header: dict, *tensors: bytes):
     head = json.dumps(header).encode()
-    return b"".join([head, *tensors]), {"Inference-Header-Content-Length": length or str(len(head))}
+    return b"".join([head, *tensors]), {"Inference-Header-Content-Length": str(len(head))}
 
 
 def v2_binary(shape, raw: bytes, datatype="FP32", size=None):
