@@ -170,10 +170,8 @@ def load(path: str | Path, *, device: str = "cpu"):
     """
     from modelyard.models import create_model
 
-    model_dir, meta = check_model_folder(path)
+    model_dir, meta, weights, cfg = _check_folder(path)
     where = model_dir / "modelyard.json"
-    weights = _weights_file(model_dir, meta["weights"])
-    cfg = _model_config(meta, model_dir)
     preprocessor = _preprocessor(meta, where)
     try:
         model = create_model(cfg, input_shape=tuple(meta["input_shape"]), num_classes=len(meta["labels"]),
@@ -230,12 +228,18 @@ def check_model_folder(path: str | Path) -> tuple[Path, dict]:
     Raises:
         RunError: naming the file, the key and what to do.
     """
+    model_dir, meta, _, _ = _check_folder(path)
+    return model_dir, meta
+
+
+def _check_folder(path: str | Path) -> tuple[Path, dict, Path, Any]:
+    """The model folder, its modelyard.json, its weights file and its model config, each checked."""
     model_dir = resolve_model_dir(path)
     meta = read_meta(model_dir)
-    _weights_file(model_dir, meta["weights"])
-    _model_config(meta, model_dir)
+    weights = _weights_file(model_dir, meta["weights"])
+    cfg = _model_config(meta, model_dir)
     _check_model_inputs(meta, model_dir / "modelyard.json")
-    return model_dir, meta
+    return model_dir, meta, weights, cfg
 
 
 def read_meta(model_dir: Path) -> dict:
@@ -327,8 +331,7 @@ def _check_model_inputs(meta: dict, where: Path) -> None:
 
     from modelyard.models import MODELS
 
-    factory = MODELS.get(meta["model"]["name"]).obj
-    params = inspect.signature(factory.resolve() if hasattr(factory, "resolve") else factory).parameters.values()
+    params = inspect.signature(MODELS.get(meta["model"]["name"]).obj.resolve()).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return
     takes = {p.name for p in params if p.kind is p.KEYWORD_ONLY} - {"input_shape", "num_classes"}

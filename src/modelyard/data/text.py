@@ -43,7 +43,7 @@ def text_table(path: Path, cfg) -> RawData:
             raise DataError(f"{role} is not set; name a column of {path} (columns: {list(frame.columns)})")
         require_column(frame, col, path, role)
     lines = np.arange(len(frame)) + 2  # the header is line 1
-    texts = frame[cfg.text].fillna("").astype(str).str.strip()
+    texts = frame[cfg.text].astype(object).fillna("").astype(str).str.strip()
     labels = frame[cfg.target]
     bad = (texts == "").to_numpy() | labels.isna().to_numpy()
     notes = []
@@ -181,7 +181,7 @@ class TextPreprocessor:
         if path.suffix.lower() == ".csv":
             frame = read_csv(path)
             col = self._column(frame, str(path))
-            return frame[col].fillna("").astype(str).tolist(), [str(i + 2) for i in range(len(frame))]
+            return frame[col].astype(object).fillna("").astype(str).tolist(), [str(i + 2) for i in range(len(frame))]
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError:
