@@ -113,7 +113,8 @@ class Predictor:
         """Read a folder of images, an image file or a CSV; returns raw inputs and an id per input."""
         path = Path(path)
         if not path.exists():
-            raise DataError(f"input {path} not found")
+            raise DataError(f"input {path} not found; pass an image, a folder of images, a CSV or a .txt file of "
+                            "one text per line")
         return self.preprocessor.read_inputs(path)
 
     def predict_proba(self, inputs, *, batch_size: int = 512) -> np.ndarray:
@@ -271,7 +272,7 @@ def read_meta(model_dir: Path) -> dict:
     try:
         return ModelFolderMeta.model_validate(raw).model_dump()
     except ValidationError as exc:
-        raise RunError(f"{path}: {one_line_problem(exc, raw, ModelFolderMeta)}; {DAMAGED}") from None
+        raise RunError(f"{path}: {one_line_problem(exc, raw, ModelFolderMeta, hints=False)}; {DAMAGED}") from None
 
 
 def _model_config(meta: dict, model_dir: Path):
@@ -282,7 +283,7 @@ def _model_config(meta: dict, model_dir: Path):
     where = model_dir / "modelyard.json"
     spec = dict(meta["model"])
     if spec.get("name") not in MODELS:
-        raise RunError(f"{where}: model.name: {MODELS.unknown_message(str(spec.get('name')))} {DAMAGED}")
+        raise RunError(f"{where}: model.name: {MODELS.unknown_message(str(spec.get('name'))).rstrip('.')}; {DAMAGED}")
     if meta["weights"].startswith("hf/"):  # save_pretrained wrote the fine-tuned model, adapters merged in
         spec.update(pretrained=str(model_dir / "hf"), finetune="full")
     elif "pretrained" in spec:
@@ -291,7 +292,7 @@ def _model_config(meta: dict, model_dir: Path):
     try:
         return entry.config.model_validate(spec)
     except ValidationError as exc:
-        problem = one_line_problem(exc, spec, entry.config, prefix="model.")
+        problem = one_line_problem(exc, spec, entry.config, prefix="model.", hints=False)
         raise RunError(f"{where}: {problem}; {DAMAGED}") from None
 
 
@@ -302,8 +303,9 @@ def _weights_file(model_dir: Path, weights: str) -> Path:
     target = model_dir / weights
     if Path(weights).is_absolute() or ".." in Path(weights).parts or \
             not target.resolve().is_relative_to(model_dir.resolve()):
-        raise RunError(f"{where}: weights {weights!r} points outside the model folder {model_dir}; a model's files "
-                       f"must stay inside its folder. {DAMAGED}")
+        link = " through a symbolic link" if target.is_symlink() else ""
+        raise RunError(f"{where}: weights {weights!r} points outside the model folder {model_dir}{link}; a model's "
+                       f"files must stay inside its folder, and {DAMAGED}")
     if not target.is_file():
         raise RunError(f"{target} is missing: the model folder is incomplete; retrain or restore it from a backup")
     return target

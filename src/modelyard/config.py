@@ -334,20 +334,21 @@ def format_validation_error(exc: ValidationError, raw: dict, where: str, nodes: 
 SECTION_ERRORS = {"model_type", "model_attributes_type", "dict_type"}
 
 
-def _problem(err: dict, loc: tuple, raw: dict, root: type[BaseModel]) -> str:
-    """What is wrong with one key, and what to write instead."""
+def _problem(err: dict, loc: tuple, raw: dict, root: type[BaseModel], *, hints: bool = True) -> str:
+    """What is wrong with one key, and what to write instead (`hints`: point at examples/ for a missing key)."""
     kind, got = err["type"], _short(err.get("input"))
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1], raw, root)
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.5)
-        hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
+        hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else "."
         return f"unknown key{hint} Valid keys here: {', '.join(allowed)}"
     if kind == "union_tag_invalid" or (loc and loc[-1] == "name" and loc[0] == "model"):
         return MODELS.unknown_message(str(_get(raw, ("model", "name"))))
     if kind == "union_tag_not_found":
         return f"missing 'name'; choose one of {', '.join(MODELS.names())}"
     if kind == "missing":
-        return "required key is missing; add it (see examples/, or `modelyard config schema` for every key)"
+        how = "; add it (see examples/, or `modelyard config schema` for every key)" if hints else ""
+        return f"required key is missing{how}"
     if kind in SECTION_ERRORS:
         named = loc == ("model",) and isinstance(err.get("input"), str) and err["input"] in MODELS
         example = f" such as `model: {{name: {err['input']}}}`" if named else ""
@@ -355,16 +356,18 @@ def _problem(err: dict, loc: tuple, raw: dict, root: type[BaseModel]) -> str:
     if kind == "string_pattern_mismatch" and loc == ("name",):
         return (f"use only letters, digits, '_', '.' and '-', starting with a letter or digit (it names the run "
                 f"directory), got {got}")
-    message = err["msg"].removeprefix("Value error, ")
-    return f"{message} (got {got})"
+    if kind == "value_error":  # our own validators say what they got
+        return err["msg"].removeprefix("Value error, ")
+    return f"{err['msg']} (got {got})"
 
 
-def one_line_problem(exc: ValidationError, raw: dict, root: type[BaseModel], prefix: str = "") -> str:
+def one_line_problem(exc: ValidationError, raw: dict, root: type[BaseModel], prefix: str = "", *,
+                     hints: bool = True) -> str:
     """The first problem of a validation error as `key: what is wrong` (and how many more there are)."""
     err = exc.errors()[0]
     loc = _clean_loc(err["loc"])
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{prefix}{'.'.join(map(str, loc))}: {_problem(err, loc, raw, root)}{more}"
+    return f"{prefix}{'.'.join(map(str, loc))}: {_problem(err, loc, raw, root, hints=hints)}{more}"
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -56,7 +56,10 @@ def read_splits(cfg, seed: int) -> tuple[RawData, dict[str, np.ndarray], list[st
         what = f"the label column {cfg.target!r}" if cfg.target else "the data"
         raise DataError(f"{cfg.source}: {what} holds only one class ({classes[0]!r}); a classifier needs at least "
                         "two: add examples of another class")
-    parts = split_indices(raw, cfg, seed)
+    try:
+        parts = split_indices(raw, cfg, seed)
+    except DataError as exc:
+        raise DataError(f"{cfg.source}: {exc}") from None
     labels = sort_labels(raw.y[parts["train"]])
     for name in ("val", "test"):
         unseen = sorted({str(v) for v in raw.y[parts[name]]} - set(labels))

@@ -68,7 +68,8 @@ def label_indices(values, labels: list[str], *, where: str) -> np.ndarray:
     index = {lab: i for i, lab in enumerate(labels)}
     unknown = sorted({str(v) for v in values} - index.keys())
     if unknown:
-        raise DataError(f"{where} holds label(s) {unknown} the model never learnt (it knows {labels})")
+        raise DataError(f"{where} holds label(s) {unknown} the model never learnt (it knows {labels}); remove those "
+                        "rows, or train a model that has seen them")
     return np.array([index[str(v)] for v in values], dtype=np.int64)
 
 
