@@ -384,7 +384,7 @@ PREDICT_CASES = [
     predict_case("table-1e308", {"x.csv": "alcohol,malic_acid,ash\n1e308,2,2\n"}, "{d}/x.csv", "x.csv", "alcohol",
                  "line 2", "too large", run="{tab}"),
     predict_case("table-overflows-the-model", {"x.csv": "alcohol,malic_acid,ash\n13,2,2\n13,2,9e37\n"}, "{d}/x.csv",
-                 "x.csv", "ash", "line 3", "too large for this model", run="{tab}"),
+                 "x.csv", "ash", "line 3", "overflows this model's scaling", run="{tab}"),
     predict_case("table-empty-cell", {"x.csv": "alcohol,malic_acid,ash\n13,,2\n"}, "{d}/x.csv", "x.csv",
                  "malic_acid", "line 2", "empty", run="{tab}"),
     predict_case("table-latin1", {"x.csv": "alcohol,malic_acid,ash,note\n13,2,2,caf\u00e9\n".encode("latin-1")},

@@ -277,8 +277,9 @@ class TabularPreprocessor:
                 scaled = (v.to_numpy(np.float32) - st["mean"]) / st["std"]
             if not np.isfinite(scaled).all():
                 row = int(np.flatnonzero(~np.isfinite(scaled))[0])
-                raise DataError(f"{where}: column {col!r} {place(row)} holds {v.iloc[row]:g}, too large for this model: "
-                                f"it trained on values around {st['mean']:.4g} +- {st['std']:.4g}; fix the value")
+                raise DataError(f"{where}: column {col!r} {place(row)} holds {v.iloc[row]:g}, which overflows this "
+                                f"model's scaling (mean {st['mean']:.4g}, std {st['std']:.4g}); fix the value if it is "
+                                "wrong, or restore the model folder if its preprocessing was edited")
             parts.append(scaled[:, None])
         for col, st in self.categorical.items():
             v = self._fill(frame[col], col, st["fill"], where, place).astype(str)
