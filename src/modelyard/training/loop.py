@@ -15,6 +15,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import DistributedType
 from torch.utils.data import DataLoader
 
 from modelyard.errors import ConfigError
@@ -46,6 +47,29 @@ def make_accelerator(tc):
     return Accelerator(cpu=cpu, mixed_precision=mixed)
 
 
+class RunningSums:
+    """The epoch's training loss sum, correct predictions and examples seen. The first two stay on the device and
+    are read only at the epoch's end, a checkpoint or a progress-bar update: a step costs no host sync."""
+
+    def __init__(self, partial: dict, device) -> None:
+        self.loss = torch.tensor(partial["loss_sum"], dtype=torch.float64, device=device)
+        self.correct = torch.tensor(partial["correct"], dtype=torch.int64, device=device)
+        self.seen = int(partial["seen"])
+
+    def add(self, loss_sum: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss.add_(loss_sum.detach())
+        self.correct.add_((logits.argmax(dim=-1) == y).sum())
+        self.seen += y.numel()
+
+    def mean_loss(self) -> float:
+        return float(self.loss) / self.seen
+
+    def as_tensor(self) -> torch.Tensor:
+        """(loss sum, correct, seen) as float64, the form processes sum over."""
+        seen = torch.tensor(float(self.seen), dtype=torch.float64, device=self.loss.device)
+        return torch.stack([self.loss, self.correct.double(), seen])
+
+
 class TrainingLoop:
     def __init__(self, cfg, bundle, model, run, accelerator, *, callbacks: list[Callback] = (), resume: bool = False,
                  quiet: bool = False):
@@ -74,6 +98,11 @@ class TrainingLoop:
         # lives in the wrapped model). Elsewhere its per-step bookkeeping took bench/overhead.py's ratio from
         # 1.10 to 1.15 on the CPU, so the plain torch optimizer steps.
         self.optimizer = accelerator.prepare(optimizer) if accelerator.mixed_precision == "fp16" else optimizer
+        # Likewise Accelerate's backward divides the loss by its own accumulation steps (1 here: the loop
+        # accumulates itself), an extra autograd node a step; only fp16's loss scaling needs it.
+        plain = accelerator.scaler is None and accelerator.distributed_type in (
+            DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
+        self._backward = torch.Tensor.backward if plain else accelerator.backward
         self.state = TrainState()
         self._saved_at = None  # the (step, epoch, batch) that `last` on disk holds
         if resume:  # after prepare: the optimiser state must land on the device the parameters now live on
@@ -127,9 +156,7 @@ class TrainingLoop:
         loader = self._loader(epoch)
         self.progress.start_epoch(epoch, st.batch_in_epoch)
         self.model.train()
-        # Running sums stay on the device and are read once per epoch: no per-step host sync.
-        sums = torch.tensor([st.partial["loss_sum"], st.partial["correct"], st.partial["seen"]],
-                            dtype=torch.float64, device=self.acc.device)
+        sums = RunningSums(st.partial, self.acc.device)
         for x, y in loader:
             self._micro_step(x, y, sums)
             if self._at_step_boundary():
@@ -145,7 +172,7 @@ class TrainingLoop:
                     if self._stop_signal:
                         return
             if self.progress.bar:  # the bar reads the loss anyway, so it also catches divergence at its step
-                loss = float(sums[0] / sums[2])
+                loss = sums.mean_loss()
                 if not math.isfinite(loss):
                     self._diverged(epoch, "training loss", loss)
                 self.progress.step(loss)
@@ -176,7 +203,7 @@ class TrainingLoop:
         return DataLoader(self.bundle.train, sampler=self.sampler, batch_size=None,
                           num_workers=self.cfg.data.num_workers, generator=g)
 
-    def _micro_step(self, x, y, sums: torch.Tensor) -> None:
+    def _micro_step(self, x, y, sums: RunningSums) -> None:
         st, tc = self.state, self.tc
         device = self.acc.device
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -187,15 +214,13 @@ class TrainingLoop:
         with sync:
             logits = self.model(x).float()  # (B, C), or (B, T, vocab) for a language model
             loss_sum = F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction="sum")
-            per_example = y[0].numel()  # 1 label, or T next tokens: each token weighs the same
+            per_example = y.numel() // len(y)  # 1 label, or T next tokens: each token weighs the same
             loss = loss_sum * (self.world / (self.window_examples[window_start // tc.grad_accum_steps] * per_example))
             if tc.l1:
                 loss = loss + tc.l1 * sum(p.abs().sum() for p in self.params) / window
-            self.acc.backward(loss)
+            self._backward(loss)
         st.batch_in_epoch += 1
-        sums[0] += loss_sum.detach()
-        sums[1] += (logits.argmax(dim=-1) == y).sum()
-        sums[2] += y.numel()
+        sums.add(loss_sum, logits, y)
 
     def _at_step_boundary(self) -> bool:
         done = self.state.batch_in_epoch
@@ -209,9 +234,9 @@ class TrainingLoop:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
 
-    def _end_epoch(self, epoch: int, sums: torch.Tensor, seconds: float) -> None:
+    def _end_epoch(self, epoch: int, sums: RunningSums, seconds: float) -> None:
         st, tc = self.state, self.tc
-        sums = self._reduce(sums)
+        sums = self._reduce(sums.as_tensor())
         train_loss = float(sums[0] / sums[2])
         if not math.isfinite(train_loss):
             self._diverged(epoch, "training loss", train_loss)
@@ -264,7 +289,7 @@ class TrainingLoop:
     def _position(self) -> tuple[int, int, int]:
         return self.state.step, self.state.epoch, self.state.batch_in_epoch
 
-    def _save_last(self, partial: torch.Tensor | None = None, epoch: int | None = None) -> None:
+    def _save_last(self, partial: RunningSums | None = None, epoch: int | None = None) -> None:
         """Save `last` (and the best weights, if newer than the saved ones), unless this state is already saved.
 
         Nothing NaN is ever written: the partial-epoch loss and the weights are checked first.
@@ -274,7 +299,7 @@ class TrainingLoop:
             return
         epoch = st.epoch if epoch is None else epoch
         if partial is not None:
-            total = self._reduce(partial)
+            total = self._reduce(partial.as_tensor())
             st.partial = {"loss_sum": float(total[0]), "correct": int(total[1]), "seen": int(total[2])}
             if not math.isfinite(st.partial["loss_sum"]):
                 self._diverged(epoch, "training loss", st.partial["loss_sum"] / max(st.partial["seen"], 1))
