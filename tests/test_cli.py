@@ -91,7 +91,10 @@ def test_text_classification_end_to_end(tmp_path):
     assert np.allclose(prob, frame[["prob_garden", "prob_kitchen", "prob_network"]].to_numpy(), atol=1e-6)
 
 
-def test_user_errors_exit_2_without_traceback(tmp_path, wine_csv, digits_run):
+def test_user_errors_exit_2_without_traceback(tmp_path, wine_csv, digits_run, capsys):
+    # In-process through the entry point (tests/test_bad_inputs.py holds the full table and the subprocess cases).
+    from modelyard.cli import main
+
     cases = [
         (["train", tmp_path / "missing.yaml"], "not found"),
         (["train", write_cfg(tmp_path, "name: x\ndata:\n  source: csv:nope.csv\n  target: y\nmodel:\n  name: mlp\n",
@@ -106,9 +109,11 @@ def test_user_errors_exit_2_without_traceback(tmp_path, wine_csv, digits_run):
           "--output", "/proc/modelyard-runs"], "pass a writable --output folder"),
     ]
     for args, message in cases:
-        proc = run_cli(*args)
-        assert proc.returncode == 2, (args, proc.stderr)
-        assert message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+        with pytest.raises(SystemExit) as exit_:
+            main([str(a) for a in args])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2, (args, err)
+        assert message in err and "Traceback" not in err, (args, err)
 
 
 def test_predict_rejects_a_broken_image(tmp_path, digits_run):

@@ -87,12 +87,15 @@ def list_runs(folder: str, as_json: bool) -> None:
 
     table = Table(box=None, pad_edge=False)
     for column in ("run", "status", "experiment", "best metric", "age", "size"):
-        table.add_column(column, justify="right" if column in ("age", "size") else "left")
+        table.add_column(column, justify="right" if column in ("age", "size") else "left", no_wrap=column == "run")
     for r in rows:
         style = {"completed": "green", "failed": "red", "interrupted": "yellow"}.get(r["status"], "")
         table.add_row(r["run"], f"[{style}]{r['status']}[/]" if style else r["status"], r["experiment"], r["best"], _age(r["age_s"]),
                       _size(r["bytes"]))
-    Console(soft_wrap=True).print(table)
+    console = Console()
+    if not console.is_terminal:  # piped: never cut a run name that a script or `runs rm` needs whole
+        console = Console(width=240)
+    console.print(table)
 
 
 @runs.command("rm")
