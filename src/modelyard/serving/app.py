@@ -4,8 +4,9 @@ Safe by default: API keys are required (`Authorization: Bearer KEY`) and checked
 is read, bodies are capped, a bad request gets a 4xx saying what was wrong and never takes the server down.
 Usage is metered per key into the registry; every request gets one access-log line.
 
-The parts, each readable alone: `auth` (keys), `middleware` (limits, metrics, access log), `routes_v1`,
-`routes_v2`, `context` (the served model), `batching`, `generation`, `usage`, `errors`.
+The parts, each readable alone: `auth` (keys), `limits` (each key's rate and quota), `middleware` (body limits,
+metrics, access log), `routes_v1`, `routes_v2`, `context` (the served model), `batching`, `generation`, `usage`,
+`errors`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from modelyard.serving import metrics, routes_v1, routes_v2
 from modelyard.serving.auth import AuthMiddleware, KeyChecker
 from modelyard.serving.context import Served
 from modelyard.serving.errors import install_error_handlers
+from modelyard.serving.limits import RateLimits
 from modelyard.serving.middleware import BodyLimits, RequestLog
 
 ENV_CONFIG = "MODELYARD_SERVE_CONFIG"
@@ -53,8 +55,10 @@ def create_app(cfg: ServerConfig) -> FastAPI:
     routers = [routes_v2.router(served), routes_v1.router(served), metrics.router(served)]
     for router in routers:
         app.include_router(router)
-    # The last added runs first: log and count every request, then authenticate, then read the body.
+    # The last added runs first: log and count every request, then authenticate, then the key's rate, then read
+    # the body.
     app.add_middleware(BodyLimits, max_body_bytes=cfg.max_body_bytes)
+    app.add_middleware(RateLimits, limiter=served.limiter)
     app.add_middleware(AuthMiddleware, checker=KeyChecker(cfg.db_url) if cfg.auth else None,
                        on_failure=served.metrics.auth_failures.inc)
     routes = [route for router in (app.router, *routers) for route in router.routes]

@@ -14,6 +14,7 @@ import torch
 from modelyard.errors import ModelyardError
 from modelyard.serving.batching import Batcher, BatcherStopped
 from modelyard.serving.generation import ExclusiveModel
+from modelyard.serving.limits import Limiter
 from modelyard.serving.metrics import ServerMetrics
 from modelyard.serving.protocol import BadRequest
 from modelyard.serving.usage import UsageMeter
@@ -31,6 +32,7 @@ class Served:
     usage: UsageMeter
     batcher: Batcher | None  # classifiers
     lm: ExclusiveModel | None  # language models
+    limiter: Limiter  # each key's rate and monthly quota
 
     @classmethod
     def load(cls, cfg) -> "Served":
@@ -48,7 +50,8 @@ class Served:
                    batcher=None if is_lm else Batcher(model.proba_of, max_batch_size=cfg.max_batch_size,
                                                       max_wait_ms=cfg.max_wait_ms,
                                                       on_batch=metrics.batch_size.observe),
-                   lm=ExclusiveModel(model) if is_lm else None)
+                   lm=ExclusiveModel(model) if is_lm else None,
+                   limiter=Limiter(cfg.db_url, on_refused=lambda reason: metrics.rate_limited.labels(reason).inc()))
 
     @property
     def pre(self):
@@ -74,7 +77,11 @@ class Served:
             await self.batcher.stop()
 
     async def predict(self, x, n: int, key: dict | None) -> np.ndarray:
-        """Probabilities (n, C) for raw inputs, through the batcher; metered to `key`."""
+        """Probabilities (n, C) for raw inputs, through the batcher; metered to `key`, within its monthly quota."""
+        async with self.limiter.quota(key, n):  # 429 before the model runs if the quota cannot cover n more
+            return await self._predict(x, n, key)
+
+    async def _predict(self, x, n: int, key: dict | None) -> np.ndarray:
         t = await asyncio.to_thread(self._transform, x)
         try:
             prob, ms = await self.batcher.submit(t, n)

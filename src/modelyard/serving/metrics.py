@@ -25,6 +25,11 @@ class ServerMetrics:
         self.usage_flush_failures = Counter("modelyard_usage_flush_failures",
                                             "Times the usage counters could not be saved to the registry (they are "
                                             "kept and retried)", registry=self.registry)
+        self.rate_limited = Counter("modelyard_rate_limited", "Requests refused with 429 by a key's limits, by the "
+                                    "limit: rate (requests per second) or quota (predictions per month)", ["reason"],
+                                    registry=self.registry)
+        for reason in ("rate", "quota"):
+            self.rate_limited.labels(reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,13 +12,18 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from modelyard.serving.auth import api_key
 from modelyard.serving.context import Served
 from modelyard.serving.errors import ERRORS
-from modelyard.serving.protocol import BadRequest, GenerateRequest, PredictRequest, PredictResponse, check_text, \
-    decode_v1
+from modelyard.serving.codecs import decode_v1
+from modelyard.serving.protocol import BadRequest, GenerateRequest, PredictRequest, PredictResponse, check_text
 
 
 class ClosingStream(StreamingResponse):
     """Closes its iterator however the response ends (a client that disconnects included), so the iterator's
-    cleanup (releasing the model, metering) runs now rather than whenever it is garbage-collected."""
+    cleanup (releasing the model, metering) runs now rather than whenever it is garbage-collected; then awaits
+    `on_close()`, which runs even when the iterator never started (and so has no cleanup to run)."""
+
+    def __init__(self, *args, on_close=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_close = on_close
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -26,6 +31,8 @@ class ClosingStream(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await self.body_iterator.aclose()
+                if self.on_close:
+                    await self.on_close()
 
 
 def router(served: Served) -> APIRouter:
@@ -53,10 +60,11 @@ def router(served: Served) -> APIRouter:
         if not served.lm:
             raise BadRequest(f"{name} is a classifier: POST /v1/models/{name}/predict")
         await served.lm.check_prompt(check_text(body.prompt, "prompt"))
-        t0 = time.perf_counter()
+        held = await served.limiter.reserve(key, body.max_new_tokens)  # 429 if the quota cannot cover them
+        t0, count = time.perf_counter(), 0
 
         async def stream():
-            count = 0
+            nonlocal count
             try:
                 async with aclosing(served.lm.stream(prompt=body.prompt, max_new_tokens=body.max_new_tokens,
                                                      temperature=body.temperature, top_k=body.top_k,
@@ -68,6 +76,6 @@ def router(served: Served) -> APIRouter:
                 if key:
                     served.usage.add(key["id"], count, (time.perf_counter() - t0) * 1000)
 
-        return ClosingStream(stream(), media_type="text/plain; charset=utf-8")
+        return ClosingStream(stream(), media_type="text/plain; charset=utf-8", on_close=lambda: held.settle(count))
 
     return r

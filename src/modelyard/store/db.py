@@ -39,6 +39,14 @@ MIGRATIONS: list[list[str]] = [
     [  # 2: where a version's files are kept in the artifact store (NULL: an older row that holds only run_path)
         "ALTER TABLE model_versions ADD COLUMN artifact TEXT",
     ],
+    [  # 3: per-key limits (NULL: none) and each key's predictions per calendar month (UTC) against its quota
+        "ALTER TABLE api_keys ADD COLUMN rate_per_s DOUBLE PRECISION",
+        "ALTER TABLE api_keys ADD COLUMN burst INTEGER",
+        "ALTER TABLE api_keys ADD COLUMN monthly_quota BIGINT",
+        """CREATE TABLE quota_use (
+            key_id INTEGER NOT NULL REFERENCES api_keys(id), month CHAR(7) NOT NULL,
+            predictions BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (key_id, month))""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
