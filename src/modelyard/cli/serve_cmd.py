@@ -10,8 +10,9 @@ import click
 @click.option("--name", help="The model's name in URLs (default: its registry name, else the experiment name).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; 0.0.0.0 exposes the server.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
-              help="0 picks a free port, printed on stderr as `listening on http://HOST:PORT`.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
+              help="0 picks a free port; the line `listening on http://HOST:PORT` on stderr says which.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Server processes, each with its own copy of the model; /metrics sums their counters.")
 @click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(1, 4096),
               help="Items per forward pass; 1 turns dynamic batching off.")
 @click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0, 1000),
@@ -35,8 +36,7 @@ def serve(model: str, name: str | None, host: str, port: int, workers: int, max_
     cfg = ServerConfig(model=model, name=name, auth=not no_auth, max_batch_size=max_batch_size,
                        max_wait_ms=max_wait_ms, max_body_bytes=int(max_body_mb * 2**20), max_items=max_items,
                        access_log=not no_access_log)
-    click.echo(f"serving {shown} on http://{host}:{port} (docs: http://{host}:{port}/docs)", err=True)
-    run_server(cfg, host=host, port=port, workers=workers)
+    run_server(cfg, host=host, port=port, workers=workers, serving=shown)  # prints the URL once the port is bound
 
 
 def check_model_argument(model: str) -> str:

@@ -14,11 +14,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
 from modelyard.serving import metrics, routes_v1, routes_v2
 from modelyard.serving.auth import AuthMiddleware, KeyChecker
@@ -62,7 +66,8 @@ def create_app(cfg: ServerConfig) -> FastAPI:
     app.add_middleware(AuthMiddleware, checker=KeyChecker(cfg.db_url) if cfg.auth else None,
                        on_failure=served.metrics.auth_failures.inc)
     routes = [route for router in (app.router, *routers) for route in router.routes]
-    app.add_middleware(RequestLog, metrics=served.metrics, routes=routes, access=cfg.access_log)
+    app.add_middleware(RequestLog, metrics=served.metrics, routes=routes, access=cfg.access_log,
+                       queue_depth=(lambda: served.batcher.depth) if served.batcher else None)
     app.state.model_name, app.state.config, app.state.served = served.name, cfg, served
     return app
 
@@ -97,11 +102,15 @@ def app_from_env() -> FastAPI:
     return create_app(cfg)
 
 
-def serve(cfg: ServerConfig, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Serve until SIGTERM or Ctrl-C. Port 0 picks a free port; the line `listening on http://HOST:PORT` on stderr
-    says which, once the socket is bound."""
+def serve(cfg: ServerConfig, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+          serving: str | None = None) -> None:
+    """Serve until SIGTERM or Ctrl-C.
+
+    Loads the model first (a bad MODEL fails before the port opens), binds the socket, then prints `serving`
+    (what is served, when given) and `listening on http://HOST:PORT` on stderr: port 0 picks a free port, and
+    that line says which. Several workers share the socket and sum their metrics (see `metrics`).
+    """
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     from modelyard.errors import ConfigError
 
@@ -113,14 +122,60 @@ def serve(cfg: ServerConfig, *, host: str = "127.0.0.1", port: int = 8000, worke
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port "
                              "(0 picks a free one) or --host") from None
-    bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
-    print(f"listening on http://{shown}:{bound}", file=sys.stderr, flush=True)
+    url = f"http://{shown}:{sock.getsockname()[1]}"
+    if serving:
+        print(f"serving {serving}", file=sys.stderr)
+    print(f"listening on {url} (docs: {url}/docs)", file=sys.stderr, flush=True)
     common = dict(timeout_graceful_shutdown=30, access_log=False, log_level="warning")
     if workers == 1:
         uvicorn.Server(uvicorn.Config(app, **common)).run(sockets=[sock])
-    else:
-        del app
-        os.environ[ENV_CONFIG] = json.dumps(asdict(cfg))
-        config = uvicorn.Config("modelyard.serving.app:app_from_env", factory=True, workers=workers, **common)
-        Multiprocess(config, sockets=[sock]).run()
+        return
+    del app
+    os.environ[ENV_CONFIG] = json.dumps(asdict(cfg))
+    config = uvicorn.Config("modelyard.serving.app:app_from_env", factory=True, workers=workers, **common)
+    with _metrics_folder() as folder:
+        _Supervisor(config, sockets=[sock], metrics_dir=folder).run()
+
+
+@contextmanager
+def _metrics_folder():
+    """A fresh PROMETHEUS_MULTIPROC_DIR for the workers of this start (they are spawned, so they import
+    prometheus_client after it is set), removed when they have stopped. One left by an earlier start or by the
+    environment would add its counts to this server's."""
+    folder = tempfile.mkdtemp(prefix="modelyard-metrics-")
+    before = os.environ.get(metrics.MULTIPROC_ENV)
+    os.environ[metrics.MULTIPROC_ENV] = folder
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop(metrics.MULTIPROC_ENV, None)
+        else:
+            os.environ[metrics.MULTIPROC_ENV] = before
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, which also drops the live gauges of every worker that is gone (died and
+    replaced, restarted by SIGHUP, retired by SIGTTOU), as prometheus_client's multiprocess mode asks."""
+
+    def __init__(self, config, sockets, metrics_dir: str) -> None:
+        super().__init__(config, sockets)
+        self.metrics_dir = metrics_dir
+
+    def keep_subprocess_alive(self) -> None:
+        self._forgetting_the_gone(super().keep_subprocess_alive)
+
+    def handle_signals(self) -> None:
+        self._forgetting_the_gone(super().handle_signals)
+
+    def _forgetting_the_gone(self, step) -> None:
+        from prometheus_client.multiprocess import mark_process_dead
+
+        before = {p.pid for p in self.processes}
+        try:
+            step()
+        finally:
+            for pid in before - {p.pid for p in self.processes}:
+                mark_process_dead(pid, self.metrics_dir)

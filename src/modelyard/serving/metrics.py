@@ -1,14 +1,37 @@
 """Prometheus metrics of one server: requests by route and status, latency, batch sizes, queue depth, usage
-flushes that failed."""
+flushes that failed.
+
+With several workers (`serve --workers N`) each worker is a process of its own, so its counters are its own. The
+server then runs prometheus_client's multiprocess mode: `serve` gives every start a fresh folder in
+PROMETHEUS_MULTIPROC_DIR before the workers import prometheus_client, each worker writes its values to files
+there, and `/metrics`, whichever worker answers, reads them all: counters and histograms are sums over the workers
+(those of a worker that died included), the queue depth is the sum over the living ones. With one worker the
+values stay in memory, as prometheus_client keeps them by default.
+"""
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """The folder this process's metrics are written to, or None when they are kept in memory.
+
+    prometheus_client decides once, when it is first imported, from PROMETHEUS_MULTIPROC_DIR.
+    """
+    return os.environ.get(MULTIPROC_ENV) if values.ValueClass is not values.MutexValue else None
 
 
 class ServerMetrics:
+    """The server's metrics. A gauge added here needs a `multiprocess_mode` saying how the workers' values
+    combine (`livesum`, `livemax`, ...); counters and histograms are summed."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()  # its own, so two apps in one process (tests) do not collide
         self.requests = Counter("modelyard_requests", "HTTP requests by route and status", ["route", "status"],
@@ -19,7 +42,7 @@ class ServerMetrics:
         self.batch_size = Histogram("modelyard_batch_size", "Items per forward pass",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry)
         self.queue_depth = Gauge("modelyard_queue_depth", "Requests waiting for a forward pass",
-                                 registry=self.registry)
+                                 multiprocess_mode="livesum", registry=self.registry)
         self.auth_failures = Counter("modelyard_auth_failures", "Requests refused for a missing or wrong API key",
                                      registry=self.registry)
         self.usage_flush_failures = Counter("modelyard_usage_flush_failures",
@@ -32,7 +55,15 @@ class ServerMetrics:
             self.rate_limited.labels(reason)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The Prometheus text: this process's metrics, or, with several workers, all the workers' together."""
+        folder = multiprocess_dir()
+        if folder is None:
+            return generate_latest(self.registry)
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        everyone = CollectorRegistry()
+        MultiProcessCollector(everyone, path=folder)
+        return generate_latest(everyone)
 
 
 def router(served) -> APIRouter:
@@ -40,7 +71,7 @@ def router(served) -> APIRouter:
 
     @r.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     def prometheus_metrics() -> PlainTextResponse:
-        """Prometheus text format: requests by status, latency, batch sizes, queue depth."""
+        """Prometheus text format: requests by status, latency, batch sizes, queue depth (summed over workers)."""
         if served.batcher:
             served.metrics.queue_depth.set(served.batcher.depth)
         return PlainTextResponse(served.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 from starlette.routing import Match
 
@@ -18,10 +19,14 @@ log = logging.getLogger("modelyard.serving")
 
 class RequestLog:
     """Counts every answer by route and status (4xx from other middleware included), and writes the access log:
-    one line per request with the time, the key's client name (never the key), the route, status and latency."""
+    one line per request with the time, the key's client name (never the key), the route, status and latency.
 
-    def __init__(self, app, metrics, routes: list, access: bool = True) -> None:
-        self.app, self.metrics, self.access = app, metrics, access
+    `queue_depth` (the batcher's) is written to its gauge after every request, so that with several workers each
+    worker's share of the summed gauge is current, not only that of the worker answering /metrics."""
+
+    def __init__(self, app, metrics, routes: list, access: bool = True,
+                 queue_depth: Callable[[], int] | None = None) -> None:
+        self.app, self.metrics, self.access, self.queue_depth = app, metrics, access, queue_depth
         self.routes = [r for r in routes if isinstance(getattr(r, "path", None), str)]
 
     async def __call__(self, scope, receive, send):
@@ -41,6 +46,8 @@ class RequestLog:
             route = self.route(scope)
             self.metrics.requests.labels(route, str(status[0])).inc()
             self.metrics.latency.labels(route).observe(seconds)
+            if self.queue_depth is not None:
+                self.metrics.queue_depth.set(self.queue_depth())
             if self.access:
                 key = scope.get(SCOPE_KEY)
                 shown = route if route != "unmatched" else f"unmatched:{_printable(scope['path'])}"
