@@ -13,11 +13,13 @@ import httpx
 import numpy as np
 import pytest
 
+import modelyard
 from modelyard.serving.limits import Limiter, Refused
 from modelyard.store import keys
 from modelyard.store.db import home
-from tests.conftest import run_cli
-from tests.serving.helpers import auth, metric, usage_of, v2_image, wait_for_usage
+from tests.conftest import run_cli, tiny_config
+from tests.serving.conftest import Server
+from tests.serving.helpers import auth, metric, usage_of, v2_image, wait_for, wait_for_usage
 
 SLOW = 0.001  # requests per second: a burst is not refilled by a whole request within any test's time
 
@@ -128,6 +130,30 @@ def test_a_key_without_limits_is_never_refused(image_server):
     assert statuses(all_at_once(image_server, key, 24, n=3)) == {200: 24}
     wait_for_usage(prefix, requests=24, predictions=72)
     assert usage_of(prefix)["quota_used"] == 0
+
+
+@pytest.fixture(scope="module")
+def lm_server(tmp_path_factory, corpus_txt, api_key):
+    cfg = tiny_config(name="lm", data={"source": f"text:{corpus_txt}", "block_size": 16,
+                                       "tokenizer": {"vocab_size": 120}}, train={"epochs": 1, "batch_size": 16})
+    cfg["model"] = {"name": "gpt", "d_model": 16, "n_layers": 1, "n_heads": 2}
+    run = modelyard.train(cfg, output=tmp_path_factory.mktemp("lm"), quiet=True)
+    server = Server(run.path, "--name", "lm", "--no-access-log")
+    yield server
+    server.stop()
+
+
+def test_a_generation_reserves_its_max_new_tokens_and_gives_back_those_not_generated(lm_server):
+    key, prefix = limited_key("tokens", quota=2048)
+    url, ask = f"{lm_server.url}/v1/models/lm/generate", {"prompt": "the", "seed": 0}
+    with httpx.stream("POST", url, headers=auth(key), json={**ask, "max_new_tokens": 2048}, timeout=60) as r:
+        assert r.status_code == 200 and next(r.iter_text())  # then hang up: the generation stops early
+    made = wait_for(lambda: (row := usage_of(prefix))["requests"] == 1 and row, what="metering")["predictions"]
+    assert 1 <= made < 2048
+    wait_for(lambda: usage_of(prefix)["quota_used"] == made, what="the tokens not generated given back")
+    r = httpx.post(url, headers=auth(key), json={**ask, "max_new_tokens": 2048 - made + 1}, timeout=60)
+    assert r.status_code == 429 and f"{2048 - made:,} left, this request needs {2049 - made:,}" in r.json()["error"]
+    assert httpx.post(url, headers=auth(key), json={**ask, "max_new_tokens": 1}, timeout=60).status_code == 200
 
 
 def test_the_rate_bucket_refills_at_the_rate_and_follows_changed_limits():
