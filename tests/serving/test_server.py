@@ -140,17 +140,3 @@ def test_the_access_log_can_be_turned_off(text_server, api_key):
     r = httpx.post(f"{text_server.url}/v1/models/topics/predict", json={"texts": ["x"]}, headers=auth(api_key))
     assert r.status_code == 200
     assert "/v1/models/{model_name}/predict" not in text_server.log() and " key=" not in text_server.log()
-
-
-def test_several_workers_serve_the_same_model(image_run, api_key):
-    from tests.serving.conftest import Server
-
-    server = Server(image_run.path, "--name", "digits", "--workers", "2")
-    try:
-        x = load_digits().images[:2].astype(np.float32)
-        answers = [httpx.post(f"{server.url}/v2/models/digits/infer", json=v2_image(x), headers=auth(api_key))
-                   for _ in range(6)]
-        assert all(r.status_code == 200 for r in answers)
-        assert len({str(r.json()["outputs"][0]["data"]) for r in answers}) == 1
-    finally:
-        server.stop()
