@@ -65,9 +65,11 @@ BAD = [
     ("empty-batch", INFER, v2([0, 8, 8], []), 400, "no items"),
     ("fp32-1e39", INFER, v2([1, 8, 8], ZEROS[:63] + [1e39]), 400, "FP32 range"),
     ("fp64-1e300", INFER, v2([1, 8, 8], ZEROS[:63] + [1e300], "FP64"), 400, "FP32 range"),
-    ("int-1e400", INFER, (b'{"inputs":[{"name":"input","shape":[1,8,8],"datatype":"INT64","data":[1' + b"0" * 400
+    ("int-1e400", INFER, (b'{"inputs":[{"name":"input","shape":[1,8,8],"datatype":"FP64","data":[1' + b"0" * 400
                           + b"," + b"0," * 62 + b'0]}]}', {}), 400, "FP32 range"),
     ("nan", INFER, (json.dumps(v2([1, 8, 8], ZEROS[:63] + [float("nan")])).encode(), {}), 400, "FP32 range"),
+    ("int64-for-fp32", INFER, v2([1, 8, 8], [0] * 64, "INT64"), 400, "integers are not converted silently"),
+    ("bin-uint8-for-fp32", INFER, v2_binary([1, 8, 8], bytes(64), datatype="UINT8"), 400, "got UINT8"),
     ("negative-dim", INFER, v2([-1, 8, 8], ZEROS), 400, "negative"),
     ("huge-batch", INFER, v2([10**30, 8, 8], ZEROS), 413, "limit"),
     ("ragged", INFER, v2([1, 8, 8], [[0.0] * 8] * 7 + [[0.0] * 7]), 400, "needs 64 values"),

@@ -21,9 +21,11 @@ log = logging.getLogger("modelyard.serving")
 # The error answers every route documents in the OpenAPI document.
 ERRORS = {400: {"model": ErrorResponse, "description": "The request is malformed or does not fit the model."},
           401: {"model": ErrorResponse, "description": "Missing or invalid API key."},
-          404: {"model": ErrorResponse, "description": "No such model on this server."},
+          404: {"model": ErrorResponse, "description": "No such model or version on this server."},
           413: {"model": ErrorResponse, "description": "Body or item count over this server's limit."},
-          422: {"model": ErrorResponse, "description": "The body does not match the schema."}}
+          422: {"model": ErrorResponse, "description": "The body does not match the schema."},
+          429: {"model": ErrorResponse, "description": "Over the key's rate or monthly quota; retry after the "
+                                                       "Retry-After header's seconds."}}
 
 
 def error_body(message: str) -> bytes:

@@ -1,24 +1,25 @@
-"""Request and response bodies: the Open Inference Protocol (KServe v2) and the friendlier v1 JSON API.
+"""Request and response bodies: the Open Inference Protocol (KServe v2) and the friendlier v1 JSON API, and the
+v2 wire format of tensors (JSON, or the binary tensor data extension, both ways).
 
-Each model kind declares its v2 inputs (`input_specs`); `decode_v2` checks a request against them and turns it
-into the raw inputs `Predictor.transform` reads. Errors are `BadRequest`s saying what was wrong.
+What a tensor means for a given model is its codec's business (`codecs`); here a tensor is only checked against
+the spec of the input it claims to be. Errors are `BadRequest`s saying what was wrong.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 NUMERIC = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT8": np.int8, "INT16": np.int16,
            "INT32": np.int32, "INT64": np.int64, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
            "UINT64": np.uint64, "BOOL": np.bool_}
+FLOATS = ("FP32", "FP16", "FP64")  # what an FP32 input accepts: converted by value, range checked
+SHARED_MEMORY = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 
 
 class BadRequest(Exception):
@@ -85,13 +86,15 @@ class TensorOut(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    data: list[Any] | SkipJsonSchema[None] = Field(None, description="Absent when the tensor is sent as binary.")
+    parameters: dict[str, Any] | SkipJsonSchema[None] = Field(
+        None, description="`binary_data_size`: the tensor's bytes follow the JSON header, in output order.")
 
 
 class InferResponse(BaseModel):
     model_name: str
-    model_version: str | None = None
-    id: str | None = None
+    model_version: str
+    id: str | SkipJsonSchema[None] = Field(None, description="The request's id; absent when it had none.")
     outputs: list[TensorOut]
 
 
@@ -108,6 +111,23 @@ class ModelMetadata(BaseModel):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConfigTensor(BaseModel):
+    name: str
+    data_type: str
+    dims: list[int]
+    reshape: dict[str, list[int]] | SkipJsonSchema[None] = None
+
+
+class ModelConfig(BaseModel):
+    """The model's configuration in Triton's terms (what `tritonclient`'s get_model_config reads)."""
+
+    name: str
+    platform: str
+    max_batch_size: int
+    input: list[ConfigTensor]
+    output: list[ConfigTensor]
 
 
 class ErrorResponse(BaseModel):
@@ -146,25 +166,24 @@ class GenerateRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
 
 
-# ---------------------------------------------------------------- per-kind specs
+# ---------------------------------------------------------------- v2 tensors
 
 
-def input_specs(pre) -> list[TensorSpec]:
-    """The v2 inputs a model's preprocessor reads."""
-    kind = pre.kind
-    if kind == "text":
-        return [TensorSpec(name="text", datatype="BYTES", shape=[-1])]
-    if kind == "corpus":
-        return [TensorSpec(name="prompt", datatype="BYTES", shape=[1])]
-    if kind == "image":
-        h, w = pre.size
-        return [TensorSpec(name="input", datatype="FP32", shape=[-1, h, w] + ([3] if pre.channels == 3 else []))]
-    if kind == "sequence":
-        return [TensorSpec(name="input", datatype="FP32", shape=[-1, pre.length])]
-    if kind == "tabular":
-        return ([TensorSpec(name=c, datatype="FP32", shape=[-1]) for c in pre.numeric]
-                + [TensorSpec(name=c, datatype="BYTES", shape=[-1]) for c in pre.categorical])
-    raise ValueError(f"no v2 inputs for data kind {kind}")
+@dataclass(frozen=True)
+class Tensor:
+    """An output tensor, before it is written as JSON or binary."""
+
+    name: str
+    datatype: str
+    array: np.ndarray
+
+
+@dataclass(frozen=True)
+class OutputRequest:
+    """How the client wants one output: as binary data after the JSON header, or as classes (top K)."""
+
+    binary: bool = False
+    classification: int = 0
 
 
 def _flatten(data: list) -> list:
@@ -181,8 +200,16 @@ def _flatten(data: list) -> list:
     return out
 
 
+def _no_shared_memory(params: dict | None, where: str) -> None:
+    if params and any(k in params for k in SHARED_MEMORY):
+        raise BadRequest(f"{where}: shared memory is not supported by this server; send the tensor's data in the "
+                         "request (JSON, or binary with the binary tensor data extension)")
+
+
 def tensor_values(t: TensorIn, spec: TensorSpec, max_items: int) -> np.ndarray:
-    """The tensor's data as an array shaped `t.shape`, checked against the spec."""
+    """The tensor's data as an array shaped `t.shape`, checked against the spec of the model's input: FP32 inputs
+    take floating-point tensors (converted by value, range checked), never integers silently cast."""
+    _no_shared_memory(t.parameters, f"input {t.name!r}")
     if any(d < 0 for d in t.shape):
         raise BadRequest(f"input {t.name!r}: shape {t.shape} has a negative dimension")
     if len(t.shape) != len(spec.shape) or any(s != -1 and s != d for s, d in zip(spec.shape, t.shape)):
@@ -192,95 +219,98 @@ def tensor_values(t: TensorIn, spec: TensorSpec, max_items: int) -> np.ndarray:
     if t.shape and t.shape[0] > max_items:
         raise BadRequest(f"input {t.name!r}: {t.shape[0]} items is more than this server's limit of {max_items} "
                          "per request; split the request", status=413)
+    if spec.datatype == "BYTES" and t.datatype != "BYTES":
+        raise BadRequest(f"input {t.name!r}: datatype must be BYTES, got {t.datatype}")
+    if spec.datatype != "BYTES" and t.datatype not in FLOATS:
+        raise BadRequest(f"input {t.name!r} is {spec.datatype}: its datatype must be floating-point numeric "
+                         f"({', '.join(FLOATS)}), got {t.datatype}; integers are not converted silently, send "
+                         "them as FP32")
     n = int(np.prod(t.shape)) if t.shape else 1
     flat = _flatten(t.data)
     if len(flat) != n:
         raise BadRequest(f"input {t.name!r}: shape {t.shape} needs {n} values, got {len(flat)}")
     if spec.datatype == "BYTES":
-        if t.datatype != "BYTES":
-            raise BadRequest(f"input {t.name!r}: datatype must be BYTES, got {t.datatype}")
         if not all(isinstance(v, str) for v in flat):
             raise BadRequest(f"input {t.name!r}: BYTES data must be strings")
         for i, v in enumerate(flat):
             check_text(v, f"input {t.name!r} element {i}")
         return np.array(flat, dtype=object).reshape(t.shape)
-    if t.datatype not in NUMERIC or t.datatype == "BOOL":
-        raise BadRequest(f"input {t.name!r}: datatype must be numeric (FP32, FP64, INT32, ...), got {t.datatype}")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat):
         raise BadRequest(f"input {t.name!r}: {t.datatype} data must be finite numbers")
     return as_float32(flat, f"input {t.name!r}").reshape(t.shape)
 
 
-def decode_v2(req: InferRequest, pre, max_items: int):
-    """A v2 request -> (raw inputs for `Predictor.transform`, number of items)."""
-    specs = {s.name: s for s in input_specs(pre)}
-    given = {t.name: t for t in req.inputs}
-    unknown = sorted(set(given) - set(specs))
-    missing = sorted(set(specs) - set(given))
-    if unknown or missing:
-        raise BadRequest(f"inputs must be {sorted(specs)}" + (f"; unknown: {unknown}" if unknown else "")
-                         + (f"; missing: {missing}" if missing else ""))
-    arrays = {name: tensor_values(given[name], spec, max_items) for name, spec in specs.items()}
-    if pre.kind == "text":
-        texts = [str(v) for v in arrays["text"].reshape(-1)]
-        return texts, len(texts)
-    if pre.kind == "corpus":
-        return [str(arrays["prompt"].reshape(-1)[0])], 1
-    if pre.kind == "tabular":
-        sizes = {len(a) for a in arrays.values()}
-        if len(sizes) != 1:
-            raise BadRequest(f"every column input needs the same number of rows; got {sorted(sizes)}")
-        return pd.DataFrame({k: list(v) for k, v in arrays.items()}), sizes.pop()
-    x = arrays["input"]
-    return x, len(x)
+def output_requests(req: InferRequest, available: list[str]) -> dict[str, OutputRequest]:
+    """The outputs to answer, in order, and how: every output when the request names none, in binary when the
+    request's `binary_data_output` (or the output's own `binary_data`) says so."""
+    default = _flag(req.parameters, "binary_data_output", "the request's parameters", False)
+    if not req.outputs:
+        return {name: OutputRequest(binary=default) for name in available}
+    names = [o.name for o in req.outputs]
+    unknown = sorted(set(names) - set(available))
+    if unknown:
+        raise BadRequest(f"unknown output(s) {unknown}; this model has {' and '.join(available)}")
+    if len(set(names)) != len(names):
+        raise BadRequest(f"outputs {names}: request each output once")
+    wanted = {}
+    for o in req.outputs:
+        where = f"output {o.name!r}"
+        _no_shared_memory(o.parameters, where)
+        k = (o.parameters or {}).get("classification", 0)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise BadRequest(f"{where}: classification is the number of classes to answer (0: off); got {k!r}")
+        wanted[o.name] = OutputRequest(binary=_flag(o.parameters, "binary_data", where, default), classification=k)
+    return wanted
 
 
-def decode_v1(req: PredictRequest, pre, max_items: int):
-    """A v1 predict request -> (raw inputs for `Predictor.transform`, number of items)."""
-    given = {k: v for k, v in (("texts", req.texts), ("images", req.images), ("rows", req.rows),
-                               ("inputs", req.inputs)) if v is not None}
-    allowed = {"text": "texts", "image": "images or inputs", "tabular": "rows", "sequence": "inputs"}[pre.kind]
-    if len(given) != 1 or next(iter(given)) not in allowed.split(" or "):
-        raise BadRequest(f"this {pre.kind} model takes exactly one of: {allowed}")
-    field, items = next(iter(given.items()))
-    if not items:
-        raise BadRequest(f"{field} is empty")
-    if len(items) > max_items:
-        raise BadRequest(f"{len(items)} items is more than this server's limit of {max_items} per request", 413)
-    if field == "texts":
-        return [check_text(v, f"texts[{i}]") for i, v in enumerate(items)], len(items)
-    if field == "rows":
-        for i, row in enumerate(items):
-            for k, v in row.items():
-                check_text(k, f"rows[{i}] column name")
-                if isinstance(v, str):
-                    check_text(v, f"rows[{i}][{k!r}]")
-        return pd.DataFrame(items), len(items)
-    if field == "images":
-        return [decode_image(s, i) for i, s in enumerate(items)], len(items)
-    try:
-        arr = as_float32(items, "inputs")
-    except (ValueError, TypeError):
-        raise BadRequest("inputs must be equally shaped arrays of numbers") from None
-    want = {"image": "(N, H, W) or (N, H, W, C)", "sequence": f"(N, {getattr(pre, 'length', 'L')})"}[pre.kind]
-    if arr.ndim not in ((3, 4) if pre.kind == "image" else (2,)) or 0 in arr.shape:
-        raise BadRequest(f"inputs are shaped {arr.shape}; this {pre.kind} model takes arrays shaped {want}, "
-                         "every dimension at least 1")
-    return arr, len(arr)
+def _flag(params: dict | None, name: str, where: str, default: bool) -> bool:
+    value = (params or {}).get(name, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{where}: {name} must be true or false, got {str(value)[:40]!r}")
+    return value
 
 
-def decode_image(b64: str, index: int):
-    from PIL import Image, UnidentifiedImageError
+def encode_response(head: dict, tensors: list[Tensor], wanted: dict[str, OutputRequest]) -> tuple[bytes, int | None]:
+    """An infer response: the JSON `head` with its outputs, then the binary tensors' bytes in output order.
 
-    try:
-        raw = base64.b64decode(b64, validate=True)
-        im = Image.open(io.BytesIO(raw))
-        im.load()
-        return im
-    except (binascii.Error, ValueError):
-        raise BadRequest(f"images[{index}] is not valid base64") from None
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise BadRequest(f"images[{index}] is not an image Pillow can read ({exc.__class__.__name__})") from None
+    Returns:
+        The body, and the length of its JSON header (None when every tensor is in the JSON: a plain JSON body).
+    """
+    outputs, chunks = [], []
+    for t in tensors:
+        out: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(t.array.shape)}
+        if wanted[t.name].binary:
+            raw = tensor_bytes(t)
+            out["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            out["data"] = t.array.reshape(-1).tolist()
+        outputs.append(out)
+    body = json.dumps({**head, "outputs": outputs}, ensure_ascii=True, allow_nan=False,
+                      separators=(",", ":")).encode()
+    return (b"".join([body, *chunks]), len(body)) if chunks else (body, None)
+
+
+def tensor_bytes(t: Tensor) -> bytes:
+    """The binary extension's layout: little-endian values, row-major; BYTES as a 4-byte length, then UTF-8."""
+    if t.datatype == "BYTES":
+        parts = [str(v).encode("utf-8") for v in t.array.reshape(-1)]
+        return b"".join(len(p).to_bytes(4, "little") + p for p in parts)
+    return np.ascontiguousarray(t.array, dtype=np.dtype(NUMERIC[t.datatype]).newbyteorder("<")).tobytes()
+
+
+def model_config(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec], max_items: int) -> ModelConfig:
+    """Triton's view of the model: a batch dimension is `max_batch_size` rather than a -1 in each shape."""
+    batched = all(s.shape and s.shape[0] == -1 for s in inputs + outputs)
+
+    def tensor(s: TensorSpec) -> ConfigTensor:
+        data_type = "TYPE_STRING" if s.datatype == "BYTES" else f"TYPE_{s.datatype}"
+        dims = s.shape[1:] if batched else s.shape
+        return ConfigTensor(name=s.name, data_type=data_type, dims=dims or [1],
+                            reshape=None if dims else {"shape": []})
+
+    return ModelConfig(name=name, platform="modelyard", max_batch_size=max_items if batched else 0,
+                       input=[tensor(s) for s in inputs], output=[tensor(s) for s in outputs])
 
 
 def header_length(value: str, body_length: int) -> int:
@@ -293,7 +323,8 @@ def header_length(value: str, body_length: int) -> int:
 
 def binary_to_json(body: bytes, header_length: int) -> bytes:
     """The v2 binary-data extension (tritonclient's default): a JSON header followed by raw tensors. Returns the
-    same request with every tensor's data written into its JSON, so one typed endpoint reads both forms."""
+    same request with every tensor's data written into its JSON, so one typed endpoint reads both forms. What the
+    request asks of its outputs (`binary_data`, `binary_data_output`) stays for the route to answer."""
     try:
         head = json.loads(body[:header_length])
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -313,11 +344,6 @@ def binary_to_json(body: bytes, header_length: int) -> bytes:
             raise BadRequest(f"input {name!r}: binary_data_size does not fit the body")
         t["data"] = _binary_values(body[offset:offset + size], t.get("datatype"), name)
         offset += size
-    for o in head.get("outputs") if isinstance(head.get("outputs"), list) else []:
-        if isinstance(o, dict) and isinstance(o.get("parameters"), dict):  # answers are always JSON
-            o["parameters"].pop("binary_data", None)
-    if isinstance(head.get("parameters"), dict):
-        head["parameters"].pop("binary_data_output", None)
     return json.dumps(head).encode()
 
 
@@ -328,7 +354,10 @@ def _binary_values(chunk: bytes, dtype, name: str) -> list:
             n = int.from_bytes(chunk[i:i + 4], "little")
             if i + 4 + n > len(chunk):
                 raise BadRequest(f"input {name!r}: truncated BYTES element")
-            values.append(chunk[i + 4:i + 4 + n].decode("utf-8", errors="replace"))
+            try:
+                values.append(chunk[i + 4:i + 4 + n].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise BadRequest(f"input {name!r}: element {len(values)} is not UTF-8 text") from None
             i += 4 + n
         return values
     if dtype not in NUMERIC:
