@@ -32,10 +32,10 @@ def _checks():
 def test_openapi_document_matches_the_snapshot(image_run):
     doc = create_app(ServerConfig(model=str(image_run.path), name="digits", auth=True)).openapi()
     paths = set(doc["paths"])
-    assert {"/v2/health/live", "/v2/health/ready", "/v2/models/{model_name}", INFER, VERSION_INFER,
-            "/v2/models/{model_name}/versions/{model_version}", "/v2/models/{model_name}/versions/{model_version}/ready",
-            "/v2/models/{model_name}/config", "/v1/models/{model_name}/predict", "/v1/models/{model_name}/generate",
-            "/metrics"} <= paths
+    version = "/v2/models/{model_name}/versions/{model_version}"
+    assert {"/v2/health/live", "/v2/health/ready", "/v2/models/{model_name}", INFER, VERSION_INFER, version,
+            f"{version}/ready", f"{version}/config", "/v2/models/{model_name}/config",
+            "/v1/models/{model_name}/predict", "/v1/models/{model_name}/generate", "/metrics"} <= paths
     for path in (INFER, VERSION_INFER):
         infer = doc["paths"][path]["post"]
         assert {"200", "400", "401", "404", "413", "422"} <= set(infer["responses"])

@@ -29,6 +29,7 @@ class Codec:
     `from_v1`, `outputs` and `encode`."""
 
     v1_fields: ClassVar[tuple[str, ...]] = ()
+    classifiable: ClassVar[tuple[str, ...]] = ()  # outputs that can answer the top K classes instead
 
     def __init__(self, pre) -> None:
         self.pre = pre
@@ -50,7 +51,7 @@ class Codec:
         raise NotImplementedError
 
     def encode(self, answer, model, wanted: dict[str, OutputRequest]) -> list[Tensor]:
-        """The model's answer -> the output tensors `wanted` names, in its order."""
+        """The model's answer -> the output tensors `wanted` names, in its order (checked by `output_requests`)."""
         raise NotImplementedError
 
 
@@ -97,6 +98,8 @@ class ClassifierCodec(Codec):
     """Answers probabilities (N, C) and a label per item; `classification: K` turns probabilities into the K most
     likely "score:index:label" strings (the protocol's classification extension)."""
 
+    classifiable = ("probabilities",)
+
     def outputs(self, model) -> list[TensorSpec]:
         return [TensorSpec(name="probabilities", datatype="FP32", shape=[-1, len(model.labels)]),
                 TensorSpec(name="label", datatype="BYTES", shape=[-1])]
@@ -105,8 +108,6 @@ class ClassifierCodec(Codec):
         out = []
         for name, how in wanted.items():
             if name == "label":
-                if how.classification:
-                    raise BadRequest("output 'label': classification applies to 'probabilities' only")
                 out.append(Tensor("label", "BYTES", np.array([model.labels[i] for i in prob.argmax(axis=1)],
                                                              dtype=object)))
             elif how.classification:
@@ -239,6 +240,4 @@ class CorpusCodec(Codec):
         return [TensorSpec(name="text_output", datatype="BYTES", shape=[1])]
 
     def encode(self, text: str, model, wanted: dict[str, OutputRequest]) -> list[Tensor]:
-        if wanted["text_output"].classification:
-            raise BadRequest("output 'text_output': classification applies to a classifier's probabilities only")
         return [Tensor("text_output", "BYTES", np.array([text], dtype=object))]

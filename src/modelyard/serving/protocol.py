@@ -240,9 +240,11 @@ def tensor_values(t: TensorIn, spec: TensorSpec, max_items: int) -> np.ndarray:
     return as_float32(flat, f"input {t.name!r}").reshape(t.shape)
 
 
-def output_requests(req: InferRequest, available: list[str]) -> dict[str, OutputRequest]:
+def output_requests(req: InferRequest, available: list[str], classifiable: tuple[str, ...] = ()
+                    ) -> dict[str, OutputRequest]:
     """The outputs to answer, in order, and how: every output when the request names none, in binary when the
-    request's `binary_data_output` (or the output's own `binary_data`) says so."""
+    request's `binary_data_output` (or the output's own `binary_data`) says so, as the top classes when the
+    output's `classification` says so (for the `classifiable` outputs only). Checked before the model runs."""
     default = _flag(req.parameters, "binary_data_output", "the request's parameters", False)
     if not req.outputs:
         return {name: OutputRequest(binary=default) for name in available}
@@ -259,6 +261,9 @@ def output_requests(req: InferRequest, available: list[str]) -> dict[str, Output
         k = (o.parameters or {}).get("classification", 0)
         if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise BadRequest(f"{where}: classification is the number of classes to answer (0: off); got {k!r}")
+        if k and o.name not in classifiable:
+            raise BadRequest(f"{where}: classification applies to {' and '.join(classifiable) or 'no output'} "
+                             "of this model")
         wanted[o.name] = OutputRequest(binary=_flag(o.parameters, "binary_data", where, default), classification=k)
     return wanted
 

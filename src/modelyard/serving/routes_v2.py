@@ -57,7 +57,32 @@ NOT_SUPPORTED = {  # path -> (what, and what to do instead)
 def router(served: Served) -> APIRouter:
     r = APIRouter()
     _unsupported_routes(r)  # first: /v2/models/stats must not be read as a model named "stats"
-    codec = codec_for(served.pre)
+    _health_routes(r, served)
+    _model_routes(r, served, codec_for(served.pre))
+    return r
+
+
+def _health_routes(r: APIRouter, served: Served) -> None:
+    @r.get("/v2/health/live", tags=["health"])
+    def live() -> dict:
+        return {"live": True}
+
+    @r.get("/v2/health/ready", tags=["health"], responses=NOT_READY)
+    def ready() -> dict:
+        if not served.ready:
+            return error_response(503, "not ready: the batcher is not running; see the server log")
+        return {"ready": True}
+
+    @r.get("/v2", tags=["v2"])
+    def server_metadata() -> dict:
+        from modelyard import __version__
+
+        return {"name": "modelyard", "version": __version__,
+                "extensions": ["binary_tensor_data", "classification", "model_configuration"]}
+
+
+def _model_routes(r: APIRouter, served: Served, codec: Codec) -> None:
+    """Metadata, readiness, config and infer, each at /v2/models/NAME and /v2/models/NAME/versions/VERSION."""
     name, version = served.name, served.version
     inputs, outputs = codec.inputs(), codec.outputs(served.model)
 
@@ -79,23 +104,6 @@ def router(served: Served) -> APIRouter:
             return error_response(503, f"model {name!r} is not ready: its batcher is not running; see the server "
                                        "log")
         return {"name": name, "ready": True}
-
-    @r.get("/v2/health/live", tags=["health"])
-    def live() -> dict:
-        return {"live": True}
-
-    @r.get("/v2/health/ready", tags=["health"], responses=NOT_READY)
-    def ready() -> dict:
-        if not served.ready:
-            return error_response(503, "not ready: the batcher is not running; see the server log")
-        return {"ready": True}
-
-    @r.get("/v2", tags=["v2"])
-    def server_metadata() -> dict:
-        from modelyard import __version__
-
-        return {"name": "modelyard", "version": __version__,
-                "extensions": ["binary_tensor_data", "classification", "model_configuration"]}
 
     @r.get("/v2/models/{model_name}", response_model=ModelMetadata, responses=ERRORS, tags=["v2"])
     async def model_metadata(model_name: str, key=Depends(api_key)) -> ModelMetadata:
@@ -145,11 +153,9 @@ def router(served: Served) -> APIRouter:
         check(model_name, model_version)
         return await _infer(served, codec, body, key)
 
-    return r
-
 
 async def _infer(served: Served, codec: Codec, body: InferRequest, key: dict | None) -> Response:
-    wanted = output_requests(body, [o.name for o in codec.outputs(served.model)])
+    wanted = output_requests(body, [o.name for o in codec.outputs(served.model)], codec.classifiable)
     x, n = decode_v2(body, codec, served.max_items)
     answer = await (_complete(served, x, key) if served.lm else served.predict(x, n, key))
     head = {"model_name": served.name, "model_version": served.version}
