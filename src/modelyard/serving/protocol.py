@@ -78,7 +78,7 @@ class RequestedOutput(BaseModel):
 class InferRequest(BaseModel):
     id: str | None = Field(None, max_length=200)
     inputs: list[TensorIn] = Field(..., min_length=1, max_length=256)
-    outputs: list[RequestedOutput] | None = None
+    outputs: list[RequestedOutput] | None = Field(None, max_length=256)
     parameters: dict[str, Any] | None = None
 
 
