@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench clean postgres report-png
+.PHONY: install demo test bench clean postgres report-png test-kserve
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,13 @@ report-png: $(STAMP)
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	$(BIN)/python -m modelyard.report.render --demo --out build/report-png
 
+# The KServe Python SDK's REST client against a real `modelyard serve`. kserve 0.21 pins pandas<3 and psutil<6,
+# which conflict with ours, so it lives in its own .venv-kserve (created on first use, about a minute).
+test-kserve: $(STAMP)
+	scripts/test-kserve.sh
+
 bench: $(STAMP)
 	@for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-kserve runs build src/*.egg-info .pytest_cache
