@@ -12,6 +12,12 @@ from modelyard.training.sampler import EpochBatchSampler
 from tests.conftest import tiny_config
 
 
+@pytest.fixture(autouse=True)
+def no_report(monkeypatch):
+    """These tests read metrics and weights; rendering each run's HTML report would cost most of their time."""
+    monkeypatch.setattr("modelyard.report.html.write_report", lambda *args, **kwargs: None)
+
+
 def test_sampler_is_seeded_per_epoch_and_covers_everything():
     s = EpochBatchSampler(100, 32, seed=0)
     s.set_epoch(0)
