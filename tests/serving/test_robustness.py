@@ -103,6 +103,8 @@ BAD = [
     ("bin-size-not-int", INFER, v2_binary([1, 8, 8], b"\0" * 8, size="8"), 400, "does not fit the body"),
     ("bin-partial-float", INFER, v2_binary([1, 8, 8], b"\0" * 7), 400, "whole number"),
     ("bin-bad-datatype", INFER, v2_binary([1, 8, 8], b"\0" * 8, datatype="FP128"), 400, "unknown datatype"),
+    ("bin-datatype-list", INFER, v2_binary([1, 8, 8], b"\0" * 8, datatype=["FP32"]), 400, "unknown datatype"),
+    ("bin-datatype-object", INFER, v2_binary([1, 8, 8], b"\0" * 8, datatype={"a": 1}), 400, "unknown datatype"),
     ("bin-truncated-bytes", INFER, v2_binary([1], struct.pack("<I", 100) + b"ab", datatype="BYTES"), 400,
      "truncated"),
     ("bin-inf", INFER, v2_binary([1, 8, 8], np.full(64, np.inf, np.float32).tobytes()), 400, "finite numbers"),

@@ -365,7 +365,7 @@ def _binary_values(chunk: bytes, dtype, name: str) -> list:
                 raise BadRequest(f"input {name!r}: element {len(values)} is not UTF-8 text") from None
             i += 4 + n
         return values
-    if dtype not in NUMERIC:
+    if not isinstance(dtype, str) or dtype not in NUMERIC:  # a list or object would not even hash
         raise BadRequest(f"input {name!r}: unknown datatype {str(dtype)[:40]!r}")
     item = np.dtype(NUMERIC[dtype]).newbyteorder("<")
     if len(chunk) % item.itemsize:
