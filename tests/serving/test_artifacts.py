@@ -3,6 +3,7 @@ always means the registry (issue 13, items 6-8). Registry work runs in this proc
 a version is served after its run folder is gone, with a same-named folder beside it."""
 
 import json
+import os
 import shutil
 
 import httpx
@@ -132,6 +133,21 @@ def test_a_model_that_does_not_load_or_predict_is_not_registered(damage, message
         models.register(run, "wine")
     assert models.list_versions() == [] and stored(home) == []
     assert not any((home / "artifacts" / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("link, message", [
+    (lambda run, outside: (run / "model" / "notes.txt").symlink_to(outside), "outside the model folder"),
+    (lambda run, outside: (run / "model" / "loop").symlink_to(run / "model"), "a folder"),
+    (lambda run, outside: os.mkfifo(run / "model" / "pipe"), "not a regular file"),
+])
+def test_a_link_out_of_the_folder_or_a_pipe_is_not_copied_into_the_store(link, message, digits_run, tmp_path, home):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not part of any model")
+    run = copy_run(digits_run, tmp_path / "run")
+    link(run, outside)
+    with pytest.raises(RegistryError, match=message):
+        models.register(run, "digits")
+    assert models.list_versions() == [] and stored(home) == []
 
 
 def test_cli_register_refuses_a_folder_without_a_model(tmp_path, capsys, monkeypatch):

@@ -65,6 +65,7 @@ def put(model_dir: Path, check: Callable[[Path], None]) -> tuple[str, str]:
     place, so what was checked is what is stored. The same content already stored is kept, not copied again; a
     stored copy that no longer matches its hash is replaced by the fresh one.
     """
+    _check_source(model_dir)
     store = root()
     tmp = store / "tmp" / uuid.uuid4().hex
     try:
@@ -81,6 +82,22 @@ def put(model_dir: Path, check: Callable[[Path], None]) -> tuple[str, str]:
         return address, digest
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_source(model_dir: Path) -> None:
+    """Only the folder's own files are stored. A link out of it would copy its target (any file the registering
+    user can read, /etc/passwd included) into the store; a link to a folder can loop; a pipe blocks the copy."""
+    base = Path(model_dir).resolve()
+    for p in sorted(Path(model_dir).rglob("*")):
+        if p.is_symlink():
+            target = p.resolve()
+            if not target.is_relative_to(base) or target.is_dir():
+                raise RegistryError(f"cannot register {model_dir}: {p} is a link to {target}, "
+                                    f"{'a folder' if target.is_dir() else 'outside the model folder'}; replace it "
+                                    "with the file itself, or remove it")
+        if not (p.is_file() or p.is_dir()):
+            raise RegistryError(f"cannot register {model_dir}: {p} is not a regular file or folder (a pipe, a "
+                                "socket or a broken link); remove it")
 
 
 def _place(tmp: Path, target: Path, digest: str) -> None:
