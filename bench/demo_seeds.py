@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--order", help="seeds to run, comma-separated, e.g. 9,5 (default: 0..SEEDS-1)")
     parser.add_argument("--config", default=str(ROOT / "examples" / "digits-lenet.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
@@ -32,7 +33,7 @@ def main() -> int:
     print(f"recipe: {args.config} {' '.join('--set ' + o for o in args.overrides)}")
     accuracies, seconds = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
+        for seed in [int(s) for s in args.order.split(",")] if args.order else range(args.seeds):
             t0 = time.perf_counter()
             run = modelyard.train(args.config, output=tmp, overrides=[*args.overrides, f"seed={seed}"], quiet=True)
             seconds.append(time.perf_counter() - t0)

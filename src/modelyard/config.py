@@ -125,6 +125,10 @@ class TrainConfig(Section):
         60.0, gt=0, description="Save `last` at most this often (and always at the end); null: only at the end."
     )
     checkpoint_every_steps: int | None = Field(None, ge=1, description="Also save `last` every N optimizer steps.")
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="Keep an exponential moving average of the weights with this decay per "
+        "optimizer step (e.g. 0.99); validation, the best checkpoint and the saved model use the average."
+    )
 
     @field_validator("monitor")
     @classmethod

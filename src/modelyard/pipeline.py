@@ -92,7 +92,18 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
     except BaseException as exc:  # Ctrl-C and SIGTERM included: run.json must never stay "running"
         if acc.is_main_process:
             _record_failure(run, exc)
+            if isinstance(exc, KeyboardInterrupt):  # the CLI prints this: what stopped, and how to go on
+                raise KeyboardInterrupt(_how_to_go_on(run, exc)) from exc
         raise
+
+
+def _how_to_go_on(run: RunDir, exc: KeyboardInterrupt) -> str:
+    from modelyard.training.checkpoint import latest_step
+
+    what = str(exc) or "Ctrl-C"
+    if latest_step(run.checkpoints) is None:
+        return f"{what}; {run.path} has no checkpoint yet: train the experiment anew"
+    return f"{what}; continue with `modelyard train --resume {run.path}`"
 
 
 def _record_failure(run: RunDir, exc: BaseException) -> None:
@@ -128,7 +139,8 @@ def _best_model(run: RunDir, loop):
     from modelyard.training.checkpoint import load_best_weights
 
     model = loop.module
-    load_best_weights(run.checkpoints, model)
+    if not load_best_weights(run.checkpoints, model) and loop.ema is not None:
+        model.load_state_dict(loop.ema.module.state_dict())
     return model
 
 

@@ -37,6 +37,7 @@ from modelyard.errors import RunError
 
 POINTER = "LATEST"
 WEIGHTS = "model.safetensors"
+EMA_WEIGHTS = "ema.safetensors"  # the weight average and its step count, with `train.ema_decay`
 # What one save does, in order. `_reached(point)` follows each, so a test can fail the save right after any of them.
 SAVE_POINTS = ("best-written", "model-written", "training-state-written", "state-json-written", "synced",
                "pointer-temp-written", "pointer-replaced", "old-last-removed", "old-best-removed")
@@ -93,12 +94,13 @@ def cpu_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(checkpoints: Path, model, optimizer, scheduler, state: TrainState,
-                    best_weights: dict[str, torch.Tensor] | None = None) -> None:
+                    best_weights: dict[str, torch.Tensor] | None = None, ema: torch.nn.Module | None = None) -> None:
     """Write `last` (and `best`, when `best_weights` holds weights newer than the saved best) crash-safely.
 
     Args:
         checkpoints: the run's checkpoints folder.
         best_weights: `cpu_weights()` taken at `state.best_step`; None keeps the best already saved.
+        ema: the weight average (`train.ema_decay`), saved beside the model so a resume continues it exactly.
     """
     checkpoints.mkdir(parents=True, exist_ok=True)
     old = read_pointer(checkpoints)
@@ -111,6 +113,8 @@ def save_checkpoint(checkpoints: Path, model, optimizer, scheduler, state: Train
     last = _fresh_folder(checkpoints, "last", state.step, old)
     folder = checkpoints / last
     save_model(model, str(folder / WEIGHTS))
+    if ema is not None:
+        save_model(ema, str(folder / EMA_WEIGHTS))
     _reached("model-written")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
                folder / "training_state.pt")
@@ -165,7 +169,7 @@ def latest_step(checkpoints: Path) -> int | None:
         return None
 
 
-def load_checkpoint(checkpoints: Path, model, optimizer, scheduler) -> TrainState:
+def load_checkpoint(checkpoints: Path, model, optimizer, scheduler, ema: torch.nn.Module | None = None) -> TrainState:
     """Restore the model, optimiser, scheduler and RNG states from the checkpoint in force; returns the loop state.
 
     Raises:
@@ -178,6 +182,11 @@ def load_checkpoint(checkpoints: Path, model, optimizer, scheduler) -> TrainStat
     remove_leftovers(checkpoints)
     folder = checkpoints / last
     load_model(model, str(folder / WEIGHTS))
+    if ema is not None:
+        if not (folder / EMA_WEIGHTS).is_file():
+            raise RunError(f"{folder} has no {EMA_WEIGHTS}: the run was trained without train.ema_decay, so resume "
+                           f"it without that setting")
+        load_model(ema, str(folder / EMA_WEIGHTS))
     saved = torch.load(folder / "training_state.pt", map_location="cpu", weights_only=True)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])

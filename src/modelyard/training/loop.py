@@ -103,10 +103,16 @@ class TrainingLoop:
         plain = accelerator.scaler is None and accelerator.distributed_type in (
             DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
         self._backward = torch.Tensor.backward if plain else accelerator.backward
+        self.ema = None
+        if self.tc.ema_decay:  # torch's own weight averaging; buffers (BatchNorm statistics) are averaged too
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.module, multi_avg_fn=get_ema_multi_avg_fn(self.tc.ema_decay),
+                                     use_buffers=True)
         self.state = TrainState()
         self._saved_at = None  # the (step, epoch, batch) that `last` on disk holds
         if resume:  # after prepare: the optimiser state must land on the device the parameters now live on
-            self.state = load_checkpoint(run.checkpoints, self.module, self.optimizer, self.scheduler)
+            self.state = load_checkpoint(run.checkpoints, self.module, self.optimizer, self.scheduler, ema=self.ema)
             self._saved_at = self._position()
             if self.rank != 0:  # partial-epoch sums were reduced over all processes before saving
                 self.state.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0}
@@ -121,6 +127,11 @@ class TrainingLoop:
     @property
     def module(self) -> torch.nn.Module:
         return self.acc.unwrap_model(self.model)
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """What validation scores and the best checkpoint keeps: the weight average if there is one."""
+        return self.ema.module if self.ema is not None else self.module
 
     def fit(self) -> TrainState:
         """Train to `train.epochs` (or early stopping) and save `last` at the end; returns the loop state.
@@ -232,6 +243,8 @@ class TrainingLoop:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.module)
         self.state.step += 1
 
     def _end_epoch(self, epoch: int, sums: RunningSums, seconds: float) -> None:
@@ -257,7 +270,7 @@ class TrainingLoop:
         if improved(value, st.best_value, self.mode, tc.early_stopping.min_delta):
             st.best_value, st.best_epoch, st.best_step, st.bad_epochs = value, epoch + 1, st.step, 0
             if self.acc.is_main_process:  # kept in memory; written with the next checkpoint
-                self._best_weights = cpu_weights(self.module)
+                self._best_weights = cpu_weights(self.evaluated)
         else:
             st.bad_epochs += 1
         if tc.early_stopping.patience and st.bad_epochs >= tc.early_stopping.patience:
@@ -273,9 +286,9 @@ class TrainingLoop:
 
     def _validate(self) -> dict:
         if self.task == "lm":
-            loss, accuracy, _ = lm_eval(self.module, self.bundle.val, device=self.acc.device)
+            loss, accuracy, _ = lm_eval(self.evaluated, self.bundle.val, device=self.acc.device)
             return {"val_loss": loss, "val_accuracy": accuracy, "val_perplexity": math.exp(min(loss, 50.0))}
-        y, prob, val_loss = predict_dataset(self.module, self.bundle.val, device=self.acc.device,
+        y, prob, val_loss = predict_dataset(self.evaluated, self.bundle.val, device=self.acc.device,
                                             batch_size=max(1024, self.tc.batch_size))
         pred = prob.argmax(axis=1)
         return {"val_loss": val_loss, "val_accuracy": float((pred == y).mean()),
@@ -309,7 +322,7 @@ class TrainingLoop:
             self.progress.note(f"{self._stop_signal}: saving a checkpoint at step {st.step}, then stopping")
         if self.acc.is_main_process:
             save_checkpoint(self.run_dir.checkpoints, self.module, self.optimizer, self.scheduler, st,
-                            best_weights=self._best_weights)
+                            best_weights=self._best_weights, ema=self.ema)
         self._best_weights = None
         self._saved_at = self._position()
         self._next_save = time.monotonic() + (self.tc.checkpoint_every_seconds or math.inf)
