@@ -116,6 +116,33 @@ def test_user_errors_exit_2_without_traceback(tmp_path, wine_csv, digits_run, ca
         assert message in err and "Traceback" not in err, (args, err)
 
 
+@pytest.mark.parametrize("every_steps, says", [
+    (2, "continue with `modelyard train --resume {run}`"),  # a checkpoint at step 2, Ctrl-C at step 3
+    ("null", "{run} has no checkpoint yet: train the experiment anew"),  # Ctrl-C before the first (time-based) save
+])
+def test_ctrl_c_in_train_says_how_to_go_on(tmp_path, capsys, monkeypatch, every_steps, says):
+    # click turns a KeyboardInterrupt into Abort; the user must still read what train said, not just "aborted"
+    from modelyard.cli import main
+    from modelyard.training import callbacks
+
+    class CtrlC(callbacks.EnergyCallback):
+        def on_step_end(self, loop):
+            super().on_step_end(loop)
+            if loop.state.step == 3:
+                raise KeyboardInterrupt  # a second Ctrl-C: stops at once, whatever was saved is kept
+
+    monkeypatch.setattr(callbacks, "EnergyCallback", CtrlC)
+    cfg = write_cfg(tmp_path, "name: x\ndata:\n  source: builtin:digits\nmodel:\n  name: mlp\n  hidden_sizes: [8]\n"
+                              "train:\n  epochs: 1\n  batch_size: 128\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", str(cfg), "--output", str(tmp_path / "runs"), "--set", f"train.checkpoint_every_steps={every_steps}"])
+    (run,) = (tmp_path / "runs").iterdir()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 130, err
+    assert says.format(run=run) in err and "aborted" not in err and "Traceback" not in err, err
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+
+
 def test_predict_rejects_a_broken_image(tmp_path, digits_run):
     Image.new("L", (8, 8)).save(tmp_path / "ok.png")
     (tmp_path / "bad.png").write_bytes(b"not a png")

@@ -54,20 +54,27 @@ def main(argv: list[str] | None = None) -> None:
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "modelyard"
         _fail(exc, f"{exc.format_message()} (see `{command} --help`)", 2)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click turns a KeyboardInterrupt into Abort: say what it said
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            _interrupted(exc.__cause__)
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         _fail(exc, exc.format_message(), exc.exit_code)
     except ModelyardError as exc:
         _fail(exc, str(exc), 2)
-    except KeyboardInterrupt:
-        click.echo("interrupted; checkpoints are kept, continue with `modelyard train --resume RUN`", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
     except Exception as exc:  # a bug, not the user's doing
         first = (str(exc).strip().splitlines() or [""])[0]
         _fail(exc, f"internal error: {type(exc).__name__}: {first}. Rerun with --debug for the traceback and "
               "report it", 1)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> None:
+    """Ctrl-C or SIGTERM: one line, with what `train` said about its checkpoint when it said anything."""
+    click.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
+    sys.exit(130)
 
 
 def _fail(exc: BaseException, message: str, status: int) -> None:
