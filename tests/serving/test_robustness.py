@@ -182,6 +182,21 @@ def test_binary_infer_is_counted_under_its_route(server, key):
     assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
 
 
+def test_a_client_that_leaves_mid_body_is_not_a_server_error(server, key):
+    """A request whose client hangs up before sending its whole body gets no answer: it is counted and logged as
+    499 (client closed), never as a 500 that would page whoever watches the error rate."""
+    route = "/v2/models/{model_name}/infer"
+    before = {s: metric(server, "modelyard_requests_total", route=route, status=s) for s in ("499", "500")}
+    with socket.create_connection((server.url.split("//")[1].split(":")[0], server.port)) as s:
+        s.sendall(f"POST {INFER} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                  "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"inputs\"".encode())
+    wait_for(lambda: metric(server, "modelyard_requests_total", route=route, status="499") == before["499"] + 1,
+             what="the dropped request counted as 499")
+    assert metric(server, "modelyard_requests_total", route=route, status="500") == before["500"]
+    assert re.search(r"POST /v2/models/\{model_name\}/infer 499 ", server.log())
+    assert_still_serving(server, key)
+
+
 def test_docs_load_nothing_from_another_host(server):
     page = httpx.get(f"{server.url}/docs").text
     assets = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", page)

@@ -14,6 +14,9 @@ from modelyard.serving.errors import send_error
 from modelyard.serving.protocol import BadRequest, binary_to_json, header_length
 
 access_log = logging.getLogger("modelyard.access")
+# Logged and counted for a request that got no answer because its client went away first (nginx's convention):
+# not a 500, which would page whoever watches the server's error rate for a client's dropped connection.
+CLIENT_CLOSED = 499
 log = logging.getLogger("modelyard.serving")
 
 
@@ -32,7 +35,7 @@ class RequestLog:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        t0, status = time.perf_counter(), [500]
+        t0, status = time.perf_counter(), [CLIENT_CLOSED]
 
         async def watch(msg):
             if msg["type"] == "http.response.start":
@@ -41,6 +44,10 @@ class RequestLog:
 
         try:
             await self.app(scope, receive, watch)
+        except Exception:
+            if status[0] == CLIENT_CLOSED:  # the server's fault: answered 500 by Starlette's outermost handler
+                status[0] = 500
+            raise
         finally:
             seconds = time.perf_counter() - t0
             route = self.route(scope)
