@@ -66,3 +66,24 @@ def test_clean_without_what_and_a_missing_folder_are_usage_errors(capsys, tmp_pa
     assert code == 2 and "--failed" in err
     code, _, err = cli(capsys, "runs", "list", tmp_path / "nope")
     assert code == 2 and "not found" in err
+
+
+def test_rm_refuses_a_project_folder_with_a_config_yaml(capsys, runs_folder, tmp_path):
+    # a user's own folder that happens to hold a config.yaml is not a run: never listed, never deleted
+    _, ok, _ = runs_folder
+    project = tmp_path / "runs" / "my project"
+    (project / "src").mkdir(parents=True)
+    (project / "config.yaml").write_text("a: 1\n")
+    code, _, err = cli(capsys, "runs", "rm", project, "--yes")
+    assert code == 2 and "not a run directory" in err and (project / "src").is_dir()
+    code, out, _ = cli(capsys, "runs", "list", tmp_path / "runs", "--json")
+    assert code == 0 and "my project" not in {r["run"] for r in json.loads(out)}
+
+
+def test_rm_of_a_link_to_a_run_removes_the_link_only(capsys, runs_folder, tmp_path):
+    _, ok, _ = runs_folder
+    link = tmp_path / "link"
+    link.symlink_to(ok, target_is_directory=True)
+    code, out, err = cli(capsys, "runs", "rm", link, "--yes")
+    assert code == 0 and "removed the link" in out and "Traceback" not in err, err
+    assert not link.exists() and not link.is_symlink() and (ok / "run.json").is_file()

@@ -12,6 +12,12 @@ import click
 from modelyard.errors import RunError
 
 STALE_STATUSES = ("failed", "interrupted")
+# What training writes beside config.yaml: a folder holding only a config.yaml (a user's project) is not a run.
+RUN_FILES = ("run.json", "history.jsonl", "metrics.json", "checkpoints", "model")
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.yaml").is_file() and any((path / name).exists() for name in RUN_FILES)
 
 
 @click.group()
@@ -22,7 +28,7 @@ def runs() -> None:
 def _run_dirs(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise RunError(f"runs folder {folder} not found; pass the --output folder you trained into (default: runs)")
-    return sorted((p for p in folder.iterdir() if (p / "config.yaml").is_file()), key=lambda p: p.stat().st_mtime)
+    return sorted((p for p in folder.iterdir() if is_run_dir(p)), key=lambda p: p.stat().st_mtime)
 
 
 def _read(path: Path) -> dict:
@@ -102,12 +108,14 @@ def list_runs(folder: str, as_json: bool) -> None:
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False), metavar="RUN [RUN ...]")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def remove(run_dirs: tuple[str, ...], yes: bool) -> None:
-    """Delete the run directories RUN (each must hold a config.yaml, so nothing else is deleted)."""
+    """Delete the run directories RUN (each must hold a config.yaml and what training wrote, so nothing else is
+    deleted)."""
     paths = []
     for run in run_dirs:
         path = Path(run)
-        if not (path / "config.yaml").is_file():
-            raise RunError(f"{run} is not a run directory (no config.yaml); nothing was deleted")
+        if not is_run_dir(path):
+            raise RunError(f"{run} is not a run directory (no config.yaml with run.json, history.jsonl, metrics.json, "
+                           "checkpoints/ or model/ beside it); nothing was deleted")
         paths.append(path)
     _delete(paths, yes)
 
@@ -133,5 +141,9 @@ def _delete(paths: list[Path], yes: bool) -> None:
     if not yes and not click.confirm(f"delete these {len(paths)} run(s)?", default=False):
         raise click.Abort()
     for p in paths:
-        shutil.rmtree(p)
+        if p.is_symlink():  # as rm does: the link goes, the run it points to stays
+            p.unlink()
+            click.echo(f"removed the link {p}; the run it points to, {p.resolve()}, is kept")
+        else:
+            shutil.rmtree(p)
     click.echo(f"deleted {len(paths)} run(s)")
