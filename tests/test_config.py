@@ -33,6 +33,7 @@ def test_defaults_are_filled_in(tmp_path):
         ("name: t\nmodel:\n  name: mlp\n", ["data", "required key is missing"]),
         ("- just\n- a list\n", ["top level must be a mapping"]),
         ("name: [unclosed\n", ["not valid YAML"]),
+        (GOOD.replace("name: t", "name: " + "t" * 300), ["name (line 1)", "at most 200 characters", "got 300"]),
     ],
 )
 def test_invalid_configs_say_what_where_and_how(tmp_path, text, expected):

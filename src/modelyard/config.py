@@ -152,11 +152,12 @@ class EvaluateConfig(Section):
 
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NAME_MAX = 200  # the run directory is <name>-<17-character stamp>, and a file name has at most 255 bytes
 ModelSection = Annotated[Union[tuple(e.config for e in MODELS)], Field(discriminator="name")]
 
 
 class ExperimentConfig(Section):
-    name: str = Field(..., pattern=NAME_PATTERN, description="Names the run directory.")
+    name: str = Field(..., pattern=NAME_PATTERN, max_length=NAME_MAX, description="Names the run directory.")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="Seeds the split, the initial weights and the batch order.")
     data: DataConfig
     model: ModelSection  # type: ignore[valid-type]
@@ -357,6 +358,8 @@ def _problem(err: dict, loc: tuple, raw: dict, root: type[BaseModel], *, hints: 
         named = loc == ("model",) and isinstance(err.get("input"), str) and err["input"] in MODELS
         example = f" such as `model: {{name: {err['input']}}}`" if named else ""
         return f"should be a section of `key: value` lines{example}, got {got}"
+    if kind == "string_too_long" and loc == ("name",):
+        return f"at most {NAME_MAX} characters (it names the run directory), got {len(err['input'])}"
     if kind == "string_pattern_mismatch" and loc == ("name",):
         return (f"use only letters, digits, '_', '.' and '-', starting with a letter or digit (it names the run "
                 f"directory), got {got}")
