@@ -150,6 +150,12 @@ def test_a_link_out_of_the_folder_or_a_pipe_is_not_copied_into_the_store(link, m
     assert models.list_versions() == [] and stored(home) == []
 
 
+@pytest.mark.parametrize("name", ["", "a/b", "..", "stats", "a\nb"])
+def test_serve_refuses_a_name_no_url_can_reach(name, digits_run, capsys, monkeypatch):
+    code, _, err = cli(["serve", digits_run.path, "--name", name, "--port", "0"], capsys, monkeypatch)
+    assert code == 2 and "cannot be used in URLs" in err and "Traceback" not in err, err
+
+
 def test_cli_register_refuses_a_folder_without_a_model(tmp_path, capsys, monkeypatch):
     (tmp_path / "empty").mkdir()
     code, _, err = cli(["models", "register", tmp_path / "empty", "--name", "x"], capsys, monkeypatch)

@@ -30,6 +30,8 @@ def serve(model: str, name: str | None, host: str, port: int, workers: int, max_
     or a run directory written as a path (./digits, runs/digits-...; a bare name always means the registry)."""
     from modelyard.serving.app import ServerConfig, serve as run_server
 
+    if name is not None:
+        check_served_name(name)
     shown = check_model_argument(model)
     if no_auth:
         click.echo("warning: --no-auth: anyone who can reach this port can use the model", err=True)
@@ -37,6 +39,18 @@ def serve(model: str, name: str | None, host: str, port: int, workers: int, max_
                        max_wait_ms=max_wait_ms, max_body_bytes=int(max_body_mb * 2**20), max_items=max_items,
                        access_log=not no_access_log)
     run_server(cfg, host=host, port=port, workers=workers, serving=shown)  # prints the URL once the port is bound
+
+
+def check_served_name(name: str) -> None:
+    """The name is one segment of every model URL (/v2/models/NAME/infer): one that is empty, holds a '/' or a
+    control character, is '.' or '..', or is the statistics route's `stats` could never be reached."""
+    from modelyard.errors import ConfigError
+
+    if (not name or "/" in name or name in (".", "..", "stats")
+            or any(ord(c) < 32 or ord(c) == 127 for c in name)):
+        raise ConfigError(f"--name {name!r} cannot be used in URLs (/v2/models/NAME/infer): give a name without '/' "
+                          "or control characters, other than '.', '..' and 'stats' (letters, digits, '.', '_' "
+                          "and '-' are always safe)")
 
 
 def check_model_argument(model: str) -> str:
