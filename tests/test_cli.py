@@ -143,6 +143,22 @@ def test_ctrl_c_in_train_says_how_to_go_on(tmp_path, capsys, monkeypatch, every_
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
 
 
+def test_predict_json_keeps_every_digit_and_refuses_output(tmp_path, digits_run, capsys):
+    from modelyard.cli import main
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), mode="L").save(tmp_path / f"{i}.png")
+    main(["predict", str(digits_run.path), str(tmp_path), "--json"])
+    printed = pd.DataFrame(json.loads(capsys.readouterr().out))
+    expected = modelyard.load(digits_run.path).predict_frame(str(tmp_path))
+    prob = [c for c in expected.columns if c.startswith("prob_")]
+    assert printed[prob].to_numpy().tolist() == expected[prob].to_numpy().tolist()  # exact, not to 10 decimals
+    with pytest.raises(SystemExit) as exit_:  # --output was silently ignored with --json
+        main(["predict", str(digits_run.path), str(tmp_path), "--json", "--output", str(tmp_path / "p.csv")])
+    assert exit_.value.code == 2 and "pass one of them" in capsys.readouterr().err
+
+
 def test_predict_rejects_a_broken_image(tmp_path, digits_run):
     Image.new("L", (8, 8)).save(tmp_path / "ok.png")
     (tmp_path / "bad.png").write_bytes(b"not a png")

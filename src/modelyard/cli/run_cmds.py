@@ -112,13 +112,16 @@ def predict(run: str, inputs: str, output: str | None, as_json: bool) -> None:
     """Predict INPUT (a folder of images, an image, a CSV, or a .txt file of one text per line) with RUN's model."""
     from modelyard.artifact import load
 
+    if as_json and output:
+        raise click.UsageError("--json prints the predictions and --output writes them as CSV: pass one of them")
     model = load(run)
     if not hasattr(model, "predict_frame"):
         raise ConfigError(f"{run} holds a language model, which predicts no labels; use `modelyard generate {run} "
                           "--prompt TEXT`")
     frame = model.predict_frame(inputs)
     if as_json:
-        click.echo(frame.to_json(orient="records", indent=2))
+        # json, not DataFrame.to_json: that rounds to 10 decimals, which turns a probability of 3e-11 into 0
+        click.echo(json.dumps(frame.to_dict(orient="records"), indent=2, default=str))
         return
     if output:
         write_output(Path(output), lambda path: frame.to_csv(path, index=False))
