@@ -65,9 +65,6 @@ def test_language_model_streams_generated_text(lm_server, lm, api_key):
     v2 = {"inputs": [{"name": "prompt", "shape": [1], "datatype": "BYTES", "data": [PROMPT]}]}
     r = httpx.post(f"{lm_server.url}/v2/models/lm/infer", json=v2, headers=auth(api_key))
     assert r.status_code == 200 and isinstance(r.json()["outputs"][0]["data"][0], str)
-    v2["inputs"][0]["data"] = [""]  # v1 refuses an empty prompt; so does v2
-    r = httpx.post(f"{lm_server.url}/v2/models/lm/infer", json=v2, headers=auth(api_key))
-    assert r.status_code == 400 and "no tokens" in r.json()["error"], r.text
 
 
 def test_a_client_that_drops_its_stream_frees_the_model(lm_server, lm, registry_home):

@@ -170,7 +170,6 @@ async def _infer(served: Served, codec: Codec, body: InferRequest, key: dict | N
 
 async def _complete(served: Served, prompt: str, key: dict | None) -> str:
     """The prompt's continuation, metered like v1 generate: its tokens reserved against the key's quota first."""
-    await served.lm.check_prompt(prompt)  # an empty prompt is refused as v1 generate refuses it
     held = await served.limiter.reserve(key, MAX_NEW_TOKENS)  # 429 if the quota cannot cover them
     t0, pieces = time.perf_counter(), []
     try:
