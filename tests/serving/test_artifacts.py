@@ -255,3 +255,18 @@ def test_serve_name_serves_the_registered_copy_after_the_run_is_deleted(digits_r
         assert f"serving digits:1 (sha256 {rec['weights_sha256'][:12]}" in server.log()
     finally:
         server.stop()
+
+
+def test_every_worker_serves_the_version_serve_resolved(digits_run, capsys, monkeypatch):
+    """`serve NAME --workers 2` hands its workers NAME:VERSION, not NAME: a worker that replaces one that died
+    after a newer version was registered must not serve that newer version beside the old one."""
+    from modelyard.serving import app
+
+    models.register(digits_run.path, "digits")
+    models.register(digits_run.path, "digits")
+    handed = {}
+    monkeypatch.setattr(app._Supervisor, "run", lambda self: handed.update(json.loads(os.environ[app.ENV_CONFIG])))
+    monkeypatch.setenv(app.ENV_CONFIG, "{}")  # so that what serve() writes there is undone after the test
+    code, _, err = cli(["serve", "digits", "--workers", "2", "--port", "0"], capsys, monkeypatch)
+    assert code == 0 and "serving digits:2" in err, err
+    assert handed["model"] == "digits:2"

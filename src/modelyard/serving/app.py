@@ -19,7 +19,7 @@ import socket
 import sys
 import tempfile
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
@@ -131,6 +131,9 @@ def serve(cfg: ServerConfig, *, host: str = "127.0.0.1", port: int = 8000, worke
     if workers == 1:
         uvicorn.Server(uvicorn.Config(app, **common)).run(sockets=[sock])
         return
+    # Every worker, and every worker that replaces one, loads the version loaded here: `serve NAME` means the
+    # production (else latest) version, which may change while the server runs.
+    cfg = replace(cfg, model=app.state.served.source)
     del app
     os.environ[ENV_CONFIG] = json.dumps(asdict(cfg))
     config = uvicorn.Config("modelyard.serving.app:app_from_env", factory=True, workers=workers, **common)

@@ -33,6 +33,7 @@ class Served:
     batcher: Batcher | None  # classifiers
     lm: ExclusiveModel | None  # language models
     limiter: Limiter  # each key's rate and monthly quota
+    source: str = ""  # what was loaded: NAME:VERSION from the registry (pinned), or the run directory
 
     @classmethod
     def load(cls, cfg) -> "Served":
@@ -51,7 +52,8 @@ class Served:
                                                       max_wait_ms=cfg.max_wait_ms,
                                                       on_batch=metrics.batch_size.observe),
                    lm=ExclusiveModel(model) if is_lm else None,
-                   limiter=Limiter(cfg.db_url, on_refused=lambda reason: metrics.rate_limited.labels(reason).inc()))
+                   limiter=Limiter(cfg.db_url, on_refused=lambda reason: metrics.rate_limited.labels(reason).inc()),
+                   source=f"{record['name']}:{record['version']}" if record else cfg.model)
 
     @property
     def pre(self):
