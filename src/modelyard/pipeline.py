@@ -52,6 +52,8 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
     if resume is not None:
         run = RunDir.open(resume)
         cfg = load_config(yaml.safe_load(run.config_path.read_text()), overrides)
+        if overrides:
+            _refuse_changes_a_resume_cannot_take(run, cfg)
     else:
         if config is None:
             raise ValueError("pass a config, or resume=RUN_DIR")
@@ -95,6 +97,20 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
             if isinstance(exc, KeyboardInterrupt):  # the CLI prints this: what stopped, and how to go on
                 raise KeyboardInterrupt(_how_to_go_on(run, exc)) from exc
         raise
+
+
+def _refuse_changes_a_resume_cannot_take(run: RunDir, cfg: ExperimentConfig) -> None:
+    """A resume continues the run's own model on its own split: --set may extend or retune training, but a new
+    seed or data section would re-draw the split (the model has seen part of the new test split) and a new model
+    section cannot load the checkpoint. Checked before config.yaml is rewritten, so the run is left as it was."""
+    from modelyard.errors import ConfigError
+
+    stored = load_config(yaml.safe_load(run.config_path.read_text()))
+    changed = [key for key in ("name", "seed", "data", "model") if getattr(stored, key) != getattr(cfg, key)]
+    if changed:
+        raise ConfigError(f"--resume {run.path} cannot change {', '.join(changed)} (the checkpoint was trained with "
+                          f"the run's own model and split); only train.* and evaluate.* may change on a resume. Train "
+                          f"anew instead: modelyard train {run.config_path} --set ...")
 
 
 def _how_to_go_on(run: RunDir, exc: KeyboardInterrupt) -> str:

@@ -99,3 +99,20 @@ def test_resume_needs_a_run_directory(tmp_path):
     assert proc.returncode == 2 and "not a run directory" in proc.stderr
     proc = run_cli("train")
     assert proc.returncode == 2 and "give a CONFIG" in proc.stderr
+
+
+def test_resume_refuses_a_new_model_or_split_and_leaves_the_run_as_it_was(tmp_path, digits_run):
+    # a new model section failed with an internal error after rewriting config.yaml (the run could not be resumed
+    # any more); a new seed re-drew the split, so the resumed model was scored on examples it had trained on
+    from modelyard.errors import ConfigError
+
+    import shutil
+
+    run = shutil.copytree(digits_run.path, tmp_path / "run")
+    config = (run / "config.yaml").read_text()
+    for override, named in (("model.hidden_sizes=[16]", "cannot change model"), ("seed=7", "cannot change seed"),
+                            ("data.split.test=0.2", "cannot change data")):
+        with pytest.raises(ConfigError, match=named):
+            modelyard.train(resume=run, overrides=[override, "train.epochs=3"], quiet=True)
+        assert (run / "config.yaml").read_text() == config
+        assert json.loads((run / "run.json").read_text())["status"] == "completed"
