@@ -49,6 +49,12 @@ def test_versions_promotion_and_lookup(url, digits_run):
         models.show("digits:latest", url=url)
 
 
+@pytest.mark.parametrize("ref", ["digits:abc", "digits:-1", "digits:", "digits:\u0661", "digits:" + "9" * 30])
+def test_a_version_that_is_not_a_number_is_refused(ref):
+    with pytest.raises(RegistryError, match="must be a number"):
+        models.parse_ref(ref)
+
+
 def test_changed_files_are_refused(url, digits_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(digits_run.path, run)

@@ -145,7 +145,8 @@ def list_versions(name: str | None = None, *, url: str | None = None) -> list[di
 def parse_ref(ref: str) -> tuple[str, int | None]:
     name, sep, version = ref.partition(":")
     if sep:
-        if not version.isdigit():
+        # ASCII digits only ("١" is a digit to str.isdigit), and few enough for a database integer
+        if not (version.isascii() and version.isdigit()) or len(version) > 18:
             raise RegistryError(f"{ref!r}: the version after ':' must be a number, e.g. {name}:3")
         return name, int(version)
     return name, None
