@@ -227,6 +227,18 @@ def test_quota_reservations_are_exact_across_threads_and_given_back_on_failure(u
     assert keys.reserve_quota(rec["id"], 100, "2031-01", url=url) == (True, 107, None)
 
 
+def test_a_rate_too_slow_to_wait_for_is_refused_and_never_makes_a_500():
+    with pytest.raises(keys.RegistryError, match="give the requests per second a key may make, from 1e-06"):
+        keys.Limits.checked(rate=1e-320)
+    # A key stored with such a rate (before it was refused) waits forever: a 429 with a finite Retry-After.
+    limiter = Limiter(None, clock=lambda: 0.0)
+    key = {"id": 1, "name": "k", "limits": keys.Limits(rate=1e-320, burst=1)}
+    limiter.admit(key)
+    with pytest.raises(Refused) as exc:
+        limiter.admit(key)
+    assert exc.value.status_code == 429 and exc.value.headers == {"Retry-After": "10000000"}
+
+
 @pytest.mark.parametrize("args, message", [
     (["--rate", "-1"], "rate -1: give the requests per second"),
     (["--rate", "5", "--burst", "0"], "burst 0: give how many requests may come at once"),

@@ -38,11 +38,15 @@ from modelyard.serving.errors import send_error
 log = logging.getLogger("modelyard.serving")
 
 
+MAX_RETRY_AFTER_S = 10**7  # longer than any month: a quota resets sooner, a rate of at least MIN_RATE refills sooner
+
+
 class Refused(HTTPException):
     """429 with Retry-After: raised in a route, it is answered by the server's HTTPException handler."""
 
     def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(429, message, headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})
+        wait = min(retry_after_s, MAX_RETRY_AFTER_S)  # a rate stored before MIN_RATE existed can make it infinite
+        super().__init__(429, message, headers={"Retry-After": str(max(1, math.ceil(wait)))})
 
 
 @dataclass
@@ -108,8 +112,8 @@ class Limiter:
         if wait:
             self.on_refused("rate")
             raise Refused(f"rate limit of key {key['name']!r} reached: {limits.rate:g} requests per second with "
-                          f"a burst of {limits.burst}; the next request is allowed in {max(1, math.ceil(wait))} s",
-                          wait)
+                          f"a burst of {limits.burst}; the next request is allowed in "
+                          f"{max(1, math.ceil(min(wait, MAX_RETRY_AFTER_S))):,} s", wait)
 
     async def reserve(self, key: dict | None, n: int) -> Reservation:
         """Count `n` predictions against the key's monthly quota before they are made, or raise Refused (429) if

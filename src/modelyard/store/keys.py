@@ -25,6 +25,7 @@ from modelyard.store.models import NAME, now
 
 PREFIX = "my_"
 MAX_RATE, MAX_BURST, MAX_QUOTA = 1e6, 10**9, 10**15
+MIN_RATE = 1e-6  # one request in 11.6 days; a slower rate's waits overflow (1e-320/s: an infinite Retry-After)
 KEEP = object()  # set_limits: leave this limit as it is
 
 
@@ -39,9 +40,9 @@ class Limits:
     def checked(cls, rate: float | None = None, burst: int | None = None, quota: int | None = None) -> "Limits":
         """Limits from a user's values, or a RegistryError saying which value is wrong and what to give.
         A rate without a burst gets a burst of one second's requests (at least 1)."""
-        if rate is not None and not (math.isfinite(rate) and 0 < rate <= MAX_RATE):
-            raise RegistryError(f"rate {rate:g}: give the requests per second a key may make, a number above 0 "
-                                f"and at most {MAX_RATE:g} (e.g. --rate 5); leave it out for no rate limit")
+        if rate is not None and not (math.isfinite(rate) and MIN_RATE <= rate <= MAX_RATE):
+            raise RegistryError(f"rate {rate:g}: give the requests per second a key may make, from {MIN_RATE:g} "
+                                f"to {MAX_RATE:g} (e.g. --rate 5); leave it out for no rate limit")
         if burst is not None and not 1 <= burst <= MAX_BURST:
             raise RegistryError(f"burst {burst}: give how many requests may come at once, from 1 to {MAX_BURST:,} "
                                 "(e.g. --burst 10); leave it out for one second's worth of the rate")
