@@ -109,3 +109,19 @@ def test_hf_model_ids_are_kept_but_relative_paths_resolve(tmp_path):
     assert load_config(path).model.pretrained == "org/model"  # a Hugging Face id, looked up in the cache
     (tmp_path / "org" / "model").mkdir(parents=True)
     assert load_config(path).model.pretrained == str(tmp_path / "org" / "model")  # a folder beside the config
+
+
+def test_a_billion_laughs_and_a_5000_digit_number_are_clear_errors_at_once(tmp_path):
+    # nine nested aliases of ten items: 300 bytes that expand to 10**9; the duplicate-key walk and the message's
+    # `got` each expanded them (minutes, then killed); a 5000-digit int passed PyYAML's int() as an internal error
+    anchors = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    anchors += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    laughs = "\n".join(anchors) + "\n" + GOOD.replace("name: lenet5", "name: mlp\n  hidden_sizes: *a8")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, laughs))
+    assert "a8 (line 9): unknown key" in str(err.value) and "model.hidden_sizes.0" in str(err.value)
+    assert len(str(err.value)) < 5000
+    with pytest.raises(ConfigError, match="a number has more than 4,300 digits"):
+        load_config(write(tmp_path, GOOD + "  epochs: " + "9" * 5000 + "\n"))
+    with pytest.raises(ConfigError, match=r"train\.epochs \(from --set\)"):
+        load_config(write(tmp_path, GOOD), ["train.epochs=" + "9" * 5000])

@@ -6,6 +6,8 @@ Errors name the key, the file and line, and the closest valid key, before any da
 from __future__ import annotations
 
 import difflib
+import reprlib
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -216,6 +218,9 @@ def read_yaml(path: Path, what: str, keys: str) -> tuple[dict, yaml.Node]:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
+    except ValueError:  # PyYAML's int() of a number past Python's 4,300-digit limit
+        raise ConfigError(f"{path}: a number has more than {sys.get_int_max_str_digits():,} digits; write a "
+                          "shorter one") from None
     if raw is None:
         raise ConfigError(f"{path} is empty; write {what} with the keys {keys} (see examples/)")
     if not isinstance(raw, dict):
@@ -244,11 +249,19 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{where}not valid YAML ({problem}); {hint}"
 
 
-def _refuse_duplicate_keys(node: yaml.Node | None, path: Path, prefix: str = "") -> None:
-    """PyYAML keeps the last of two equal keys without a word; a repeated key is almost always a mistake."""
+def _refuse_duplicate_keys(node: yaml.Node | None, path: Path, prefix: str = "",
+                           seen_nodes: set[int] | None = None) -> None:
+    """PyYAML keeps the last of two equal keys without a word; a repeated key is almost always a mistake.
+
+    Each node is checked once: an alias shares its anchor's node, and nine nested aliases of ten items each (a
+    "billion laughs" file of 300 bytes) would otherwise be walked 10**9 times."""
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if node is None or id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            _refuse_duplicate_keys(item, path, prefix)
+            _refuse_duplicate_keys(item, path, prefix, seen_nodes)
     if not isinstance(node, yaml.MappingNode):
         return
     seen: dict[str, int] = {}
@@ -258,7 +271,7 @@ def _refuse_duplicate_keys(node: yaml.Node | None, path: Path, prefix: str = "")
             raise ConfigError(f"{path}, line {key.start_mark.line + 1}: duplicate key {name!r} (first on line "
                               f"{seen[key.value]}); keep one of them")
         seen[key.value] = key.start_mark.line + 1
-        _refuse_duplicate_keys(value, path, f"{name}.")
+        _refuse_duplicate_keys(value, path, f"{name}.", seen_nodes)
 
 
 def apply_override(raw: dict, item: str) -> None:
@@ -276,7 +289,7 @@ def apply_override(raw: dict, item: str) -> None:
         node = nxt
     try:
         node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: an int past Python's 4,300-digit limit; validation says
         node[parts[-1]] = value
 
 
@@ -378,7 +391,15 @@ def one_line_problem(exc: ValidationError, raw: dict, root: type[BaseModel], pre
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    if isinstance(value, (dict, list, tuple, set)):  # a few items only: YAML aliases can nest 10**9 of them
+        shown = reprlib.Repr()
+        shown.maxlevel, shown.maxstring, shown.maxother = 3, limit, limit
+        text = shown.repr(value)
+    else:
+        try:
+            text = repr(value)
+        except ValueError:  # an int past Python's 4,300-digit limit for str()
+            text = f"an integer of about {value.bit_length() * 0.30103:.0f} digits"
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
