@@ -113,3 +113,16 @@ def test_confused_pairs_rank_mistakes_and_show_examples():
     pairs = confused_pairs(y, prob, ["a", "b", "c"], ["t0", "t1", "t2", "t3", "t4", "t5"], top=2)
     assert pairs[0] == {"true": "a", "predicted": "b", "count": 2, "examples": ["t0", "t1"]}
     assert pairs[1]["count"] == 1 and len(pairs) == 2
+
+
+def test_model_and_checkpoint_files_are_readable_as_the_umask_allows(digits_run):
+    """safetensors creates its files 0600; another user (a serving account) must be able to read a model."""
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    folders = (digits_run.path / "model", digits_run.path / "checkpoints")
+    files = [p for folder in folders for p in folder.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o666 & ~mask for p in files}

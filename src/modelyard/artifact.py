@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modelyard.errors import DataError, ModelyardError, RunError
+from modelyard.filemode import as_umask_allows
 
 FORMAT_VERSION = 1
 
@@ -56,6 +57,7 @@ def save_artifact(folder: Path, model, *, model_cfg, input_shape, labels, prepro
         "preprocessing": preprocessor.to_json(),
     }
     (folder / "modelyard.json").write_text(json.dumps(meta, indent=2) + "\n")
+    as_umask_allows(folder)
 
 
 def resolve_model_dir(path: str | Path) -> Path:

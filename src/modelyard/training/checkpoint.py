@@ -34,6 +34,7 @@ import torch
 from safetensors.torch import load_model, save_file, save_model
 
 from modelyard.errors import RunError
+from modelyard.filemode import as_umask_allows
 
 POINTER = "LATEST"
 WEIGHTS = "model.safetensors"
@@ -120,6 +121,7 @@ def save_checkpoint(checkpoints: Path, model, optimizer, scheduler, state: Train
                folder / "training_state.pt")
     _reached("training-state-written")
     (folder / "state.json").write_text(json.dumps(asdict(state), indent=2))
+    as_umask_allows(folder, *([checkpoints / best] if best_weights is not None else []))
     _reached("state-json-written")
     _sync_folder(folder)
     _fsync(checkpoints)
