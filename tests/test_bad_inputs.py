@@ -26,7 +26,7 @@ import pexpect
 import pytest
 import yaml
 
-from tests.conftest import run_cli, tiny_config
+from tests.conftest import cli_in_process, run_cli, tiny_config
 
 # ---------------------------------------------------------------- inputs the cases are made from
 
@@ -681,19 +681,6 @@ def prepare(case: Case, d: Path, shared: dict) -> list[str]:
     return [a.format(d=d, run=shared["run"], tab=shared["tab"]) for a in case.argv]
 
 
-def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
-    """`modelyard ARGV` in this process: exit status, stdout, stderr."""
-    from modelyard.cli import main
-
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def check_message(case: Case, code: int, err: str, d: Path) -> None:
     shown = f"modelyard {' '.join(case.argv)}\nexit {code}\nstderr:\n{err}"
     assert "Traceback" not in err, shown
@@ -718,7 +705,7 @@ def test_bad_input_gets_a_clear_error(case, shared, tmp_path, capsys, monkeypatc
     d.mkdir()
     argv = prepare(case, d, shared)
     before = fingerprint(d, shared["run"], shared["tab"] / "model")
-    code, _, err = run_main(argv, capsys)
+    code, _, err = cli_in_process(capsys, *argv)
     check_message(case, code, err, d)
     after = fingerprint(d, shared["run"], shared["tab"] / "model")
     lost = {p for p in before if before[p] != after.get(p)}
@@ -730,7 +717,7 @@ def test_bad_input_gets_a_clear_error(case, shared, tmp_path, capsys, monkeypatc
 
 def test_debug_shows_the_traceback(tmp_path, capsys):
     (tmp_path / "exp.yaml").write_text(experiment(train__lr=-1))
-    code, _, err = run_main(["--debug", "train", str(tmp_path / "exp.yaml")], capsys)
+    code, _, err = cli_in_process(capsys, "--debug", "train", str(tmp_path / "exp.yaml"))
     assert code == 2 and "Traceback" in err and "train.lr" in err
 
 
@@ -739,10 +726,10 @@ def test_an_unexpected_exception_is_one_line_without_debug(monkeypatch, capsys):
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr("modelyard.config.load_config", broken)
-    code, _, err = run_main(["config", "show", "x.yaml"], capsys)
+    code, _, err = cli_in_process(capsys, "config", "show", "x.yaml")
     assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "internal error: ZeroDivisionError: a bug" in err and "--debug" in err
-    code, _, err = run_main(["--debug", "config", "show", "x.yaml"], capsys)
+    code, _, err = cli_in_process(capsys, "--debug", "config", "show", "x.yaml")
     assert code == 1 and "Traceback" in err and "ZeroDivisionError" in err
 
 

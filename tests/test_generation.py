@@ -14,7 +14,7 @@ import torch
 
 from modelyard.errors import ConfigError
 from modelyard.generation import GREEDY_BELOW, MAX_SEED, sample_ids
-from tests.conftest import tiny_config
+from tests.conftest import cli_in_process as cli, tiny_config
 
 CORPUS = ["the garden grows tomatoes", "basil and thyme in pots", "a router and a switch", "kernel tools"]
 
@@ -40,19 +40,6 @@ def tiny_lm(tmp_path_factory):
     save_artifact(folder, model, model_cfg=cfg.model, input_shape=pre.input_shape, labels=[], preprocessor=pre,
                   experiment="tiny-lm", model_inputs=pre.model_inputs, task="lm")
     return modelyard.load(folder)
-
-
-def cli(capsys, *args):
-    """`modelyard ARGS` in this process: (exit status, stdout, stderr)."""
-    from modelyard.cli import main
-
-    try:
-        main([str(a) for a in args])
-        status = 0
-    except SystemExit as exc:
-        status = exc.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def greedy(lm, ids, n):

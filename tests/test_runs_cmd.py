@@ -5,17 +5,7 @@ import shutil
 
 import pytest
 
-from modelyard.cli import main
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.conftest import cli_in_process as cli
 
 
 @pytest.fixture

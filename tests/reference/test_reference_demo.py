@@ -7,19 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.cli import main
+from tests.conftest import cli_in_process as cli
 
 EPOCHS = 8  # the NumPy MLP and the PyTorch trainer both reach 0.96-0.97 here (seeds 0-2); the default is 30
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_numpy_and_pytorch_land_close_and_the_run_holds_what_was_printed(capsys, tmp_path):
