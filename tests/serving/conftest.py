@@ -140,3 +140,19 @@ def postgres_server(tmp_path_factory):
     yield f"postgresql://postgres@127.0.0.1:{port}"
     run(f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop")
     sh.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    """Every registry test runs on SQLite and on a real PostgreSQL server, each in a fresh database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    import uuid
+
+    import psycopg
+
+    server = request.getfixturevalue("postgres_server")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{server}/{name}"

@@ -181,21 +181,6 @@ def test_the_rate_bucket_refills_at_the_rate_and_follows_changed_limits():
     assert 1 not in limiter.buckets
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'registry.db'}"
-    import uuid
-
-    import psycopg
-
-    server = request.getfixturevalue("postgres_server")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return f"{server}/{name}"
-
-
 def test_quota_reservations_are_exact_across_threads_and_given_back_on_failure(url):
     rec, _ = keys.create_key("db", limits=keys.Limits.checked(quota=9), url=url)
     start = threading.Barrier(12)

@@ -15,22 +15,6 @@ def artifact_store(tmp_path, monkeypatch):
     return tmp_path / "artifacts"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path):
-    """Every registry test runs on SQLite and on a real PostgreSQL server, each in a fresh database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'registry.db'}"
-    import uuid
-
-    import psycopg
-
-    server = request.getfixturevalue("postgres_server")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return f"{server}/{name}"
-
-
 def test_versions_promotion_and_lookup(url, digits_run):
     a = models.register(digits_run.path, "digits", url=url)
     b = models.register(digits_run.path, "digits", url=url)
