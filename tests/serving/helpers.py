@@ -31,12 +31,18 @@ def v2_image(x):
     return {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.reshape(-1).tolist()}]}
 
 
+def registry_url(home=None) -> str:
+    """The SQLite registry the test servers share (MODELYARD_HOME), or the one under `home`."""
+    from modelyard.store.db import home as default_home
+
+    return f"sqlite:///{Path(home or default_home()) / 'registry.db'}"
+
+
 def fresh_key(name, home=None):
     """A new key, so a test's usage is its own; returns (key, prefix)."""
     from modelyard.store import keys
-    from modelyard.store.db import home as default_home
 
-    _, key = keys.create_key(name, url=f"sqlite:///{Path(home or default_home()) / 'registry.db'}")
+    _, key = keys.create_key(name, url=registry_url(home))
     return key, key[:10]
 
 
@@ -47,9 +53,8 @@ def usage_of(prefix, home=None, *, cli=False) -> dict:
         rows = json.loads(run_cli("keys", "usage", "--json", env=env, check=True).stdout)
     else:
         from modelyard.store import keys
-        from modelyard.store.db import home as default_home
 
-        rows = keys.usage(url=f"sqlite:///{Path(home or default_home()) / 'registry.db'}")
+        rows = keys.usage(url=registry_url(home))
     return next(r for r in rows if r["prefix"] == prefix)
 
 

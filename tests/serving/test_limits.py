@@ -7,7 +7,6 @@ import json
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -16,16 +15,11 @@ import pytest
 import modelyard
 from modelyard.serving.limits import Limiter, Refused
 from modelyard.store import keys
-from modelyard.store.db import home
 from tests.conftest import run_cli, tiny_config
 from tests.serving.conftest import Server
-from tests.serving.helpers import auth, metric, usage_of, v2_image, wait_for, wait_for_usage
+from tests.serving.helpers import auth, metric, registry_url, usage_of, v2_image, wait_for, wait_for_usage
 
 SLOW = 0.001  # requests per second: a burst is not refilled by a whole request within any test's time
-
-
-def registry_url() -> str:
-    return f"sqlite:///{Path(home()) / 'registry.db'}"
 
 
 def limited_key(name, **limits) -> tuple[str, str]:

@@ -9,7 +9,7 @@ import pytest
 
 import modelyard
 from sklearn.datasets import load_digits
-from tests.serving.helpers import auth, fresh_key, metric, usage_of, v2_image, wait_for_usage
+from tests.serving.helpers import auth, fresh_key, metric, registry_url, usage_of, v2_image, wait_for_usage
 
 
 def test_image_model_v2_and_v1_give_the_saved_models_answers(image_server, image_run, api_key):
@@ -140,3 +140,21 @@ def test_the_access_log_can_be_turned_off(text_server, api_key):
     r = httpx.post(f"{text_server.url}/v1/models/topics/predict", json={"texts": ["x"]}, headers=auth(api_key))
     assert r.status_code == 200
     assert "/v1/models/{model_name}/predict" not in text_server.log() and " key=" not in text_server.log()
+
+
+def test_a_revoked_key_stops_working_on_a_live_server(image_server):
+    """Keys are cached for 10 s (serving/auth.py), so a revoked key gets 401 within that, plus a margin for a busy
+    test machine."""
+    import time
+
+    from modelyard.store import keys
+
+    key, _ = fresh_key("revoked-live")
+    body = v2_image(np.zeros((1, 8, 8)))
+    assert httpx.post(f"{image_server.url}/v2/models/digits/infer", json=body, headers=auth(key)).status_code == 200
+    assert keys.revoke_key(key[:10], url=registry_url()) == 1
+    revoked_at, deadline = time.monotonic(), time.monotonic() + 10.0 + 5.0
+    while (status := httpx.post(f"{image_server.url}/v2/models/digits/infer", json=body,
+                                headers=auth(key)).status_code) == 200 and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert status == 401, f"still {status} {time.monotonic() - revoked_at:.1f} s after revoking"
