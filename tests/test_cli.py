@@ -182,3 +182,22 @@ def test_failed_run_keeps_its_directory_and_says_failed(tmp_path):
 def test_version_and_help():
     assert run_cli("--version", check=True).stdout.strip().endswith("0.1.0")
     assert "evaluate" in run_cli("--help", check=True).stdout
+
+
+def test_two_evaluations_in_one_second_keep_both_files(digits_run, capsys, monkeypatch):
+    from modelyard.cli import main
+
+    monkeypatch.setattr("modelyard.runs.utc_stamp", lambda: "20260101T000000Z")
+    before = set((digits_run.path / "evaluations").glob("*.json")) if (digits_run.path / "evaluations").is_dir() \
+        else set()
+    for _ in range(2):
+        main(["evaluate", str(digits_run.path)])
+    made = set((digits_run.path / "evaluations").glob("test-20260101T000000Z*.json")) - before
+    assert len(made) == 2
+    for f in made:
+        f.unlink()
+
+
+def test_evaluate_refuses_a_dataframe_with_what_to_pass(digits_run):
+    with pytest.raises(TypeError, match="data.source string"):
+        modelyard.evaluate(digits_run.path, data=pd.DataFrame({"a": [1]}))

@@ -1,6 +1,7 @@
 """`modelyard runs list|rm|clean` on a folder of copied runs, run in-process through the CLI's entry point."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -39,7 +40,7 @@ def test_clean_failed_deletes_only_failed_runs(capsys, runs_folder):
     assert code == 0 and "deleted 1 run" in out
     assert ok.is_dir() and not failed.exists() and (folder / "notes").is_dir()
     code, out, _ = cli(capsys, "runs", "clean", folder, "--failed", "--yes")
-    assert code == 0 and "no failed or interrupted runs" in out
+    assert code == 0 and "no failed, interrupted or killed runs" in out
 
 
 def test_rm_refuses_a_folder_that_is_not_a_run(capsys, runs_folder):
@@ -77,3 +78,24 @@ def test_rm_of_a_link_to_a_run_removes_the_link_only(capsys, runs_folder, tmp_pa
     code, out, err = cli(capsys, "runs", "rm", link, "--yes")
     assert code == 0 and "removed the link" in out and "Traceback" not in err, err
     assert not link.exists() and not link.is_symlink() and (ok / "run.json").is_file()
+
+
+def test_a_run_whose_process_is_gone_is_killed_and_cleaned(capsys, runs_folder):
+    """SIGKILL leaves no chance to write `failed`: run.json says running, but its process is gone."""
+    import socket
+    import subprocess
+    import sys
+
+    folder, ok, _ = runs_folder
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    status = json.loads((ok / "run.json").read_text())
+    (ok / "run.json").write_text(json.dumps({**status, "status": "running", "pid": int(gone.stdout),
+                                             "host": socket.gethostname()}))
+    code, out, _ = cli(capsys, "runs", "list", folder, "--json")
+    assert {r["run"]: r["status"] for r in json.loads(out)}[ok.name] == "killed"
+    running = folder / "tiny-20260103T000000Z"
+    shutil.copytree(ok, running)
+    (running / "run.json").write_text(json.dumps({**status, "status": "running", "pid": os.getpid(),
+                                                  "host": socket.gethostname()}))
+    code, out, _ = cli(capsys, "runs", "clean", folder, "--failed", "--yes")
+    assert code == 0 and not ok.exists() and running.is_dir()  # a live process's run is left alone

@@ -35,6 +35,9 @@ def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None 
     Example:
         >>> modelyard.evaluate("runs/wine-20261122T060000Z", data="csv:wine-2027.csv")["accuracy"]
     """
+    if data is not None and not isinstance(data, str):
+        raise TypeError(f"evaluate(data=...) takes a data.source string such as 'csv:new.csv', not a "
+                        f"{type(data).__name__}; write the rows to a CSV first, or use modelyard.load(run).predict_proba")
     from modelyard.artifact import load
     from modelyard.config import load_config, resolve_source
     from modelyard.data import read_source, read_splits, source_entry

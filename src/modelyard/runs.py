@@ -22,6 +22,8 @@ checkpoints/best/ folders; still read, and a resumed one is continued in the cur
 from __future__ import annotations
 
 import json
+import os
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -128,7 +130,17 @@ class RunDir:
         (error, finish time) of an earlier attempt."""
         status = {k: v for k, v in self.status().items() if k not in _OUTCOME}
         self.write_json(self.status_path, {**status, "format_version": RUN_FORMAT,
-                                           "written_by": f"modelyard {__version__}", "status": "running", **fields})
+                                           "written_by": f"modelyard {__version__}", "status": "running",
+                                           "pid": os.getpid(), "host": socket.gethostname(), **fields})
+
+    def current_status(self) -> str:
+        """run.json's status, except that a run whose process is gone says `killed`: a SIGKILL or a power cut
+        leaves no chance to write `failed`, and the run would read `running` for ever."""
+        status = self.status()
+        if status.get("status") == "running" and status.get("host") == socket.gethostname() \
+                and isinstance(status.get("pid"), int) and not _alive(status["pid"]):
+            return "killed"
+        return status.get("status", "unknown")
 
     def append_history(self, row: dict) -> None:
         with self.history_path.open("a") as f:
@@ -143,6 +155,16 @@ class RunDir:
         """Keep the first `epochs` epochs: what a resumed run redoes must not appear twice."""
         rows = [r for r in self.history() if r["epoch"] <= epochs]
         self.history_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _jsonable(obj: Any) -> Any:

@@ -61,7 +61,12 @@ def evaluate(run: str, source: str | None, output: str | None, as_json: bool) ->
     text = json.dumps(report, indent=2)
     if output is None:
         slug = "".join(c if c.isalnum() else "-" for c in (source or report["split"]))[-60:].strip("-")
-        output = str(Path(run) / "evaluations" / f"{slug}-{utc_stamp()}.json")
+        stamp = utc_stamp()
+        path, n = Path(run) / "evaluations" / f"{slug}-{stamp}.json", 1
+        while path.exists():  # two evaluations in the same second keep both, as run directories do
+            n += 1
+            path = path.with_name(f"{slug}-{stamp}-{n}.json")
+        output = str(path)
     write_output(Path(output), lambda path: path.write_text(text + "\n"))
     click.echo(text if as_json else metrics_table(report))
     click.echo(f"metrics written to {output}", err=True)

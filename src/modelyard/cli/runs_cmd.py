@@ -11,7 +11,7 @@ import click
 
 from modelyard.errors import RunError
 
-STALE_STATUSES = ("failed", "interrupted")
+STALE_STATUSES = ("failed", "interrupted", "killed")
 # What training writes beside config.yaml: a folder holding only a config.yaml (a user's project) is not a run.
 RUN_FILES = ("run.json", "history.jsonl", "metrics.json", "checkpoints", "model")
 
@@ -56,7 +56,13 @@ def run_summary(path: Path) -> dict:
         experiment = (yaml.safe_load((path / "config.yaml").read_text()) or {}).get("name", "")
     except (OSError, ValueError, AttributeError):
         experiment = ""
-    return {"run": path.name, "path": str(path), "status": status.get("status", "unknown"),
+    from modelyard.runs import RunDir
+
+    try:
+        state = RunDir(path).current_status()
+    except (OSError, ValueError):
+        state = status.get("status", "unknown")
+    return {"run": path.name, "path": str(path), "status": state,
             "experiment": str(experiment), "best": best, "age_s": age_s, "bytes": size,
             "error": status.get("error")}
 
@@ -95,9 +101,9 @@ def list_runs(folder: str, as_json: bool) -> None:
     for column in ("run", "status", "experiment", "best metric", "age", "size"):
         table.add_column(column, justify="right" if column in ("age", "size") else "left", no_wrap=column == "run")
     for r in rows:
-        style = {"completed": "green", "failed": "red", "interrupted": "yellow"}.get(r["status"], "")
-        table.add_row(r["run"], f"[{style}]{r['status']}[/]" if style else r["status"], r["experiment"], r["best"], _age(r["age_s"]),
-                      _size(r["bytes"]))
+        style = {"completed": "green", "failed": "red", "killed": "red", "interrupted": "yellow"}.get(r["status"], "")
+        status = f"[{style}]{r['status']}[/]" if style else r["status"]
+        table.add_row(r["run"], status, r["experiment"], r["best"], _age(r["age_s"]), _size(r["bytes"]))
     console = Console()
     if not console.is_terminal:  # piped: never cut a run name that a script or `runs rm` needs whole
         console = Console(width=240)
@@ -122,15 +128,16 @@ def remove(run_dirs: tuple[str, ...], yes: bool) -> None:
 
 @runs.command("clean")
 @click.argument("folder", default="runs", type=click.Path(file_okay=False))
-@click.option("--failed", is_flag=True, help="Delete the failed and interrupted runs.")
+@click.option("--failed", is_flag=True, help="Delete the failed, interrupted and killed runs (an interrupted one "
+              "could still be resumed).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def clean(folder: str, failed: bool, yes: bool) -> None:
-    """Delete the failed and interrupted runs in FOLDER (default: runs)."""
+    """Delete the failed, interrupted and killed runs in FOLDER (default: runs)."""
     if not failed:
-        raise click.UsageError("say what to clean: --failed deletes the failed and interrupted runs")
+        raise click.UsageError("say what to clean: --failed deletes the failed, interrupted and killed runs")
     paths = [Path(r["path"]) for r in map(run_summary, _run_dirs(Path(folder))) if r["status"] in STALE_STATUSES]
     if not paths:
-        click.echo(f"no failed or interrupted runs in {folder}")
+        click.echo(f"no failed, interrupted or killed runs in {folder}")
         return
     _delete(paths, yes)
 
