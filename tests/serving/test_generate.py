@@ -65,6 +65,9 @@ def test_language_model_streams_generated_text(lm_server, lm, api_key):
     v2 = {"inputs": [{"name": "prompt", "shape": [1], "datatype": "BYTES", "data": [PROMPT]}]}
     r = httpx.post(f"{lm_server.url}/v2/models/lm/infer", json=v2, headers=auth(api_key))
     assert r.status_code == 200 and isinstance(r.json()["outputs"][0]["data"][0], str)
+    v2["inputs"][0]["data"] = ["a" * 20_001]  # v1's bound on a prompt holds on v2 too
+    r = httpx.post(f"{lm_server.url}/v2/models/lm/infer", json=v2, headers=auth(api_key))
+    assert r.status_code == 413 and "20,000" in r.json()["error"]
 
 
 def test_a_client_that_drops_its_stream_frees_the_model(lm_server, lm, registry_home):

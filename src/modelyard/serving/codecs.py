@@ -233,8 +233,13 @@ class CorpusCodec(Codec):
     def inputs(self) -> list[TensorSpec]:
         return [TensorSpec(name="prompt", datatype="BYTES", shape=[1])]
 
+    max_prompt = 20_000  # characters; the same bound as v1 generate's `prompt`
+
     def from_v2(self, arrays):
-        return str(arrays["prompt"].reshape(-1)[0]), 1
+        prompt = str(arrays["prompt"].reshape(-1)[0])
+        if len(prompt) > self.max_prompt:
+            raise BadRequest(f"prompt has {len(prompt):,} characters; at most {self.max_prompt:,} are taken", 413)
+        return prompt, 1
 
     def outputs(self, model) -> list[TensorSpec]:
         return [TensorSpec(name="text_output", datatype="BYTES", shape=[1])]
