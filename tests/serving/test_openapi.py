@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from modelyard.serving.app import ServerConfig, create_app
@@ -128,7 +128,20 @@ def test_binary_extension_requests_get_no_5xx_and_match_the_schema(image_server,
     operations = [schema[path]["POST"] for path in (INFER, VERSION_INFER)]
     statuses = []
 
+    # Always tried, whatever the draw: a right request answered in binary, the same answered in JSON, and a
+    # wrong one (the strategy reaches all three only most of the time).
+    pixels = np.zeros((1, 8, 8), dtype="<f4").tobytes()
+
+    def right(binary_output: bool, size: int = len(pixels)):
+        head = json.dumps({"inputs": [{"name": "input", "shape": [1, 8, 8], "datatype": "FP32",
+                                       "parameters": {"binary_data_size": size}}],
+                           "parameters": {"binary_data_output": binary_output}}).encode()
+        return head + pixels, str(len(head))
+
     @given(st.sampled_from(operations), binary_requests())
+    @example(operations[0], right(True))
+    @example(operations[1], right(False))
+    @example(operations[0], right(True, size=len(pixels) + 4))
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None,
               derandomize=True)
     def check(operation, request):

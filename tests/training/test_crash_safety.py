@@ -121,8 +121,21 @@ def test_a_short_interval_saves_at_every_step(tmp_path, no_report, monkeypatch):
     assert sum(commits) == 20  # every step; the save at the end finds that state already saved
 
 
+@pytest.fixture
+def terminal_signals():
+    """The dispositions a command typed in a terminal starts with. A job started in the background by a
+    non-interactive shell (as CI may run the suite) inherits SIGINT ignored, and the loop rightly leaves an ignored
+    signal alone, so the tests that send one set the terminal's dispositions first."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_saves_a_checkpoint_and_marks_the_run_interrupted(tmp_path, reference, sig):
+def test_a_signal_saves_a_checkpoint_and_marks_the_run_interrupted(tmp_path, reference, sig, terminal_signals):
     class SendSignal(Callback):
         def on_step_end(self, loop):
             if loop.state.step == 7:
