@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/modelyard train examples/digits-lenet.yaml --output runs
 
 test: $(STAMP) postgres
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 # The registry tests also run against a real PostgreSQL server (a throwaway cluster the tests start on
 # loopback): install Debian's package when the machine has none. Needs root, as CI has.
