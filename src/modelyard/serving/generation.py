@@ -33,7 +33,8 @@ class ExclusiveModel:
         """The continuation piece by piece (`LanguageModel.generate`'s arguments). Use it in
         `contextlib.aclosing(...)`: closing it cancels the generation and releases the lock at once."""
         async with self.lock:
-            pieces: Iterator[str] = self.model.generate(**kwargs)
+            # generate() checks its arguments and encodes the prompt when called: in a thread, like every step
+            pieces: Iterator[str] = await asyncio.to_thread(self.model.generate, **kwargs)
             try:
                 while True:
                     piece = await _in_thread(next, pieces, _END)

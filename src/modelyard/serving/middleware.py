@@ -94,15 +94,17 @@ class BodyLimits:
         declared = headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > self.max:
             return await send_error(send, 413, f"body of {int(declared):,} bytes is over the limit of {self.max:,}")
-        body, more = b"", True
+        chunks, size, more = [], 0, True
         while more:
             msg = await receive()
             if msg["type"] == "http.disconnect":
                 return
-            body += msg.get("body", b"")
+            chunks.append(msg.get("body", b""))
+            size += len(chunks[-1])
             more = msg.get("more_body", False)
-            if len(body) > self.max:
+            if size > self.max:
                 return await send_error(send, 413, f"body is over the limit of {self.max:,} bytes")
+        body = b"".join(chunks)
         if "inference-header-content-length" in headers:
             try:
                 body = binary_to_json(body, header_length(headers["inference-header-content-length"], len(body)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import time
 from contextlib import aclosing
 
@@ -45,7 +47,7 @@ def router(served: Served) -> APIRouter:
         served.check_name(model_name)
         if served.lm:
             raise BadRequest(f"{name} is a language model: POST /v1/models/{name}/generate")
-        x, n = decode_v1(body, served.pre, served.max_items)
+        x, n = await asyncio.to_thread(decode_v1, body, served.pre, served.max_items)  # base64 images decode here
         prob = await served.predict(x, n, key)
         return JSONResponse({"model": name, "predictions": [
             {"label": model.labels[int(p.argmax())], "confidence": float(p.max()),

@@ -25,6 +25,9 @@ class UsageMeter:
         self.interval_s, self.max_pause_s = interval_s, max_pause_s
         self.pending: dict[int, Counts] = {}
         self.lock = threading.Lock()
+        # One flush at a time, database write included: the shutdown flush must wait for one the cancelled flusher
+        # left running in its thread, and see the counts that one puts back if its write fails.
+        self.flushing = threading.Lock()
 
     def add(self, key_id: int, predictions: int, ms: float, requests: int = 1) -> None:
         with self.lock:
@@ -39,16 +42,17 @@ class UsageMeter:
         """Add the pending counts to the registry in one transaction; on failure they stay pending and it raises."""
         from modelyard.store.keys import add_usage_many
 
-        with self.lock:
-            taken, self.pending = self.pending, {}
-        if not taken:
-            return
-        try:
-            add_usage_many(taken, url=self.db_url)
-        except BaseException:
+        with self.flushing:
             with self.lock:
-                self._merge(taken)
-            raise
+                taken, self.pending = self.pending, {}
+            if not taken:
+                return
+            try:
+                add_usage_many(taken, url=self.db_url)
+            except BaseException:
+                with self.lock:
+                    self._merge(taken)
+                raise
 
     async def run(self) -> None:
         """Flush every `interval_s` until cancelled; survives every failure of the registry."""

@@ -182,7 +182,9 @@ class TrainingLoop:
                     t0 = time.perf_counter()
                     if self._stop_signal:
                         return
-            if self.progress.bar:  # the bar reads the loss anyway, so it also catches divergence at its step
+            # The bar reads the loss anyway, so it also catches divergence at its step; one process only, since a
+            # rank that stopped here alone would leave the others waiting in their next all-reduce.
+            if self.progress.bar and self.world == 1:
                 loss = sums.mean_loss()
                 if not math.isfinite(loss):
                     self._diverged(epoch, "training loss", loss)
