@@ -48,7 +48,8 @@ def test_train_in_a_terminal_exits_cleanly_and_draws_a_progress_bar(terminal_run
     assert "Traceback" not in plain
     assert re.search(r"epoch 1/2", plain), f"no progress bar was drawn:\n{plain}"  # the bar's own column
     assert re.search(r"epoch +2/2 +train_loss", plain)  # the per-epoch line printed under it
-    assert "test accuracy:" in plain and "report:" in plain
+    assert re.search(r"test accuracy: [01]\.\d{4} \(95% CI [01]\.\d{4}-[01]\.\d{4}, clopper-pearson\)", plain), plain
+    assert "report:" in plain
     # the summary block before the first step, and which epoch was kept after the last
     assert re.search(r"data +builtin:digits: train 1,257, val 270, test 270 examples; 10 classes", plain)
     assert re.search(r"model +mlp: 2,410 parameters", plain) and re.search(r"kept epoch [12] of 2", plain)

@@ -36,7 +36,8 @@ def train(config_file: str | None, overrides: tuple[str, ...], output: str, resu
     run = run_training(cfg, output=output, overrides=overrides if resume else (), resume=resume)
     if run.metrics and "test" in run.metrics:  # only the main process reports
         h = run.metrics["test"]["headline"]
-        ci = f" (95% CI {h['low']:.4f}-{h['high']:.4f})" if h["low"] is not None else ""
+        method = f", {h['interval']}" if h.get("interval") else ""
+        ci = f" (95% CI {h['low']:.4f}-{h['high']:.4f}{method})" if h["low"] is not None else ""
         click.echo(f"test {h['metric']}: {h['value']:.4f}{ci}")
     elif run.metrics:  # a language model
         v = run.metrics["val"]
