@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from modelyard.registry import Registry
-from modelyard.serving.protocol import (BadRequest, InferRequest, OutputRequest, PredictRequest, Tensor, TensorSpec,
-                                        as_float32, check_text, tensor_values)
+from modelyard.serving.protocol import (MAX_PROMPT_CHARS, BadRequest, InferRequest, OutputRequest, PredictRequest,
+                                        Tensor, TensorSpec, as_float32, check_text, tensor_values)
 
 V1_FIELDS = ("texts", "images", "rows", "inputs")
 
@@ -233,12 +233,10 @@ class CorpusCodec(Codec):
     def inputs(self) -> list[TensorSpec]:
         return [TensorSpec(name="prompt", datatype="BYTES", shape=[1])]
 
-    max_prompt = 20_000  # characters; the same bound as v1 generate's `prompt`
-
     def from_v2(self, arrays):
         prompt = str(arrays["prompt"].reshape(-1)[0])
-        if len(prompt) > self.max_prompt:
-            raise BadRequest(f"prompt has {len(prompt):,} characters; at most {self.max_prompt:,} are taken", 413)
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise BadRequest(f"prompt has {len(prompt):,} characters; at most {MAX_PROMPT_CHARS:,} are taken", 413)
         return prompt, 1
 
     def outputs(self, model) -> list[TensorSpec]:

@@ -158,9 +158,14 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
+# A language model's bounds, for v1 generate and v2 infer alike.
+MAX_PROMPT_CHARS = 20_000
+DEFAULT_NEW_TOKENS = 50  # also what a v2 infer generates: it has no field to ask for more
+
+
 class GenerateRequest(BaseModel):
-    prompt: str = Field(..., min_length=1, max_length=20_000)
-    max_new_tokens: int = Field(50, ge=1, le=2048)
+    prompt: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS)
+    max_new_tokens: int = Field(DEFAULT_NEW_TOKENS, ge=1, le=2048)
     temperature: float = Field(0.8, ge=0.0, le=10.0)
     top_k: int | None = Field(50, ge=1, le=100_000)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)

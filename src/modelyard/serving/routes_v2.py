@@ -17,12 +17,11 @@ from modelyard.serving.auth import api_key
 from modelyard.serving.codecs import Codec, codec_for, decode_v2
 from modelyard.serving.context import Served
 from modelyard.serving.errors import ERRORS, AsciiJSONResponse, error_response
-from modelyard.serving.protocol import (BadRequest, ErrorResponse, InferRequest, InferResponse, ModelConfig,
-                                        ModelMetadata, encode_response, model_config, output_requests)
+from modelyard.serving.protocol import (DEFAULT_NEW_TOKENS, BadRequest, ErrorResponse, InferRequest, InferResponse,
+                                        ModelConfig, ModelMetadata, encode_response, model_config, output_requests)
 
 NOT_READY = {503: {"model": ErrorResponse, "description": "Not ready: the batcher is not running."}}
 BINARY_HEADER = "Inference-Header-Content-Length"
-MAX_NEW_TOKENS = 50  # a v2 infer of a language model: what v1 generate does by default
 
 # The binary tensor data extension, documented where FastAPI cannot see it (the body is read in middleware).
 BINARY_REQUEST = {
@@ -170,10 +169,10 @@ async def _infer(served: Served, codec: Codec, body: InferRequest, key: dict | N
 
 async def _complete(served: Served, prompt: str, key: dict | None) -> str:
     """The prompt's continuation, metered like v1 generate: its tokens reserved against the key's quota first."""
-    held = await served.limiter.reserve(key, MAX_NEW_TOKENS)  # 429 if the quota cannot cover them
+    held = await served.limiter.reserve(key, DEFAULT_NEW_TOKENS)  # 429 if the quota cannot cover them
     t0, pieces = time.perf_counter(), []
     try:
-        async with aclosing(served.lm.stream(prompt=prompt, max_new_tokens=MAX_NEW_TOKENS)) as stream:
+        async with aclosing(served.lm.stream(prompt=prompt, max_new_tokens=DEFAULT_NEW_TOKENS)) as stream:
             async for piece in stream:
                 pieces.append(piece)
     finally:

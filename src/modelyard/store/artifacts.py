@@ -37,13 +37,8 @@ def content_hash(folder: Path) -> str:
     Hashing a manifest rather than the files' bytes end to end keeps file boundaries unambiguous: moving bytes from
     one file to another, or renaming one, changes the hash.
     """
-    manifest = []
-    for f in _files(folder):
-        h = hashlib.sha256()
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        manifest.append([f.relative_to(folder).as_posix(), f.stat().st_size, h.hexdigest()])
+    manifest = [[f.relative_to(folder).as_posix(), f.stat().st_size, _file_sha256(f).hexdigest()]
+                for f in _files(folder)]
     return hashlib.sha256(json.dumps(manifest, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -53,9 +48,14 @@ def legacy_content_hash(folder: Path) -> str:
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         h.update(str(f.relative_to(folder)).encode() + b"\0")
         with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
+            while chunk := fh.read(1 << 20):  # one running hash over every file: file_digest cannot continue one
                 h.update(chunk)
     return h.hexdigest()
+
+
+def _file_sha256(path: Path):
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256")
 
 
 def put(model_dir: Path, check: Callable[[Path], None]) -> tuple[str, str]:
