@@ -19,42 +19,41 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from modelyard.errors import DataError, ModelyardError, RunError
 from modelyard.filemode import as_umask_allows
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: families an older modelyard cannot load (onnx, torch-int8); the others still write 1
 
 
 def save_artifact(folder: Path, model, *, model_cfg, input_shape, labels, preprocessor,
-                  experiment: str, model_inputs: dict | None = None, task: str = "classification") -> None:
+                  experiment: str, model_inputs: dict | None = None, task: str = "classification",
+                  extra: dict | None = None) -> None:
     """Write the model's weights and modelyard.json into `folder`.
 
-    Weights: `model.safetensors` for torch models and estimators; a Hugging Face model is written with
-    `save_pretrained` to `hf/` instead, so that transformers loads it on its own.
-    """
-    from safetensors.torch import save_model
+    Args:
+        model: a model just trained (its adapter is picked here) or an `adapters.Adapter` (a compressed model).
+        extra: further modelyard.json fields (a derived model's method, the ONNX opset, ...).
 
+    Weights: each family writes its own (see `modelyard.adapters`); a Hugging Face model is written with
+    `save_pretrained` to `hf/`, so that transformers loads it on its own.
+    """
     from modelyard import __version__
+    from modelyard.adapters import Adapter, family_of_model
 
     folder.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "save_pretrained"):
-        model.save_pretrained(folder / "hf", labels)
-        weights = "hf/model.safetensors"
-    elif getattr(model, "estimator", False):
-        model.save(folder)
-        weights = "model.safetensors"
-    else:
-        save_model(model, str(folder / "model.safetensors"))
-        weights = "model.safetensors"
+    adapter = model if isinstance(model, Adapter) else family_of_model(model)(model, {"task": task})
+    written = adapter.save(folder, list(labels))
     meta = {
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if adapter.new_format else 1,
         "modelyard_version": __version__,
         "experiment": experiment,
         "task": task,
-        "weights": weights,
+        "family": adapter.family,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": model_cfg.model_dump(mode="json"),
         "input_shape": list(input_shape),
         "model_inputs": dict(model_inputs or {}),
         "labels": list(labels),
         "preprocessing": preprocessor.to_json(),
+        **written,
+        **(extra or {}),
     }
     (folder / "modelyard.json").write_text(json.dumps(meta, indent=2) + "\n")
     as_umask_allows(folder)
@@ -95,15 +94,21 @@ class Predictor:
         >>> model.predict_proba(frame)            # (N, C) probabilities, columns in `model.labels` order
     """
 
-    def __init__(self, model_dir: Path, model, meta: dict, preprocessor: Any) -> None:
-        self.model_dir, self.model, self.meta, self.preprocessor = model_dir, model, meta, preprocessor
+    def __init__(self, model_dir: Path, adapter, meta: dict, preprocessor: Any) -> None:
+        self.model_dir, self.adapter, self.meta, self.preprocessor = model_dir, adapter, meta, preprocessor
+        self.model = adapter.model  # the runtime object: nn.Module, estimator or InferenceSession
         self.labels: list[str] = meta["labels"]
-        self.estimator = getattr(model, "estimator", False)  # scikit-learn based: reads raw texts, no tensors
-        self.device = torch.device("cpu") if self.estimator else next(model.parameters()).device
+        self.device = adapter.device
+
+    task = "classification"
 
     @property
     def name(self) -> str:
         return self.meta["experiment"]
+
+    @property
+    def family(self) -> str:
+        return self.adapter.family
 
     def transform(self, inputs) -> torch.Tensor:
         """Raw inputs (a path, a DataFrame, arrays, PIL images) -> the model's input tensor."""
@@ -124,20 +129,11 @@ class Predictor:
 
     def proba_of(self, x, *, batch_size: int = 512) -> np.ndarray:
         """Probabilities for inputs already through `transform` (the server batches these)."""
-        from modelyard.inference import predict_tensor
-
-        if self.estimator:
-            return self.model.predict_proba(x)
-        return predict_tensor(self.model, x, batch_size=batch_size, device=self.device)
+        return self.adapter.proba(x, batch_size=batch_size)
 
     def predict_raw(self, raw) -> np.ndarray:
         """Probabilities (N, C) for a source's raw examples (`data.RawData`), as evaluation reads them."""
-        from modelyard.inference import predict_dataset, require_finite
-
-        if self.estimator:
-            return self.model.predict_proba(raw.x)
-        dataset = self.preprocessor.dataset(raw, np.zeros(len(raw), dtype=np.int64), train=False)
-        return require_finite(predict_dataset(self.model, dataset, device=self.device)[1])
+        return self.adapter.proba_raw(raw, self.preprocessor)
 
     def predict(self, inputs, *, batch_size: int = 512) -> np.ndarray:
         """The predicted label (a name from `labels`) of each input."""
@@ -165,33 +161,35 @@ def load(path: str | Path, *, device: str = "cpu"):
     against the model's config, the weights path (it may not leave the folder), and every tensor's name, shape
     and dtype against the model modelyard.json describes.
 
-    Returns a `Predictor` for classifiers, a `generation.LanguageModel` for language models.
+    Returns a `Predictor` for classifiers, a `generation.LanguageModel` for language models; either way its
+    model family's adapter (`modelyard.adapters`) answers how to predict.
 
     Raises:
         RunError: the path holds no finished model, or the model folder is damaged, edited or from a newer
             modelyard; the message names the file and the key or tensor.
     """
-    from modelyard.models import create_model
+    from modelyard.adapters import ADAPTERS
 
-    model_dir, meta, weights, cfg = _check_folder(path)
+    model_dir, meta, _, cfg = _check_folder(path)
     where = model_dir / "modelyard.json"
     preprocessor = _preprocessor(meta, where)
-    try:
-        model = create_model(cfg, input_shape=tuple(meta["input_shape"]), num_classes=len(meta["labels"]),
-                             **meta["model_inputs"])
-    except ModelyardError as exc:
-        raise RunError(f"{where}: {exc}") from None
-    if getattr(model, "estimator", False):
-        _load_estimator(model, model_dir, weights)
-        return Predictor(model_dir, model, meta, preprocessor)
-    if not meta["weights"].startswith("hf/"):
-        load_checked_weights(model, weights)
-    model.to(device).eval()
-    if meta["task"] == "lm":
+    adapter = ADAPTERS.get(meta["family"]).obj.load(model_dir, meta, cfg, device=device)
+    if adapter.task == "lm":
         from modelyard.generation import LanguageModel
 
-        return LanguageModel(model_dir, model, meta, preprocessor)
-    return Predictor(model_dir, model, meta, preprocessor)
+        return LanguageModel(model_dir, adapter.module, meta, preprocessor)
+    return Predictor(model_dir, adapter, meta, preprocessor)
+
+
+def build_model(cfg, meta: dict, model_dir: Path):
+    """The model modelyard.json describes, built by its registered factory (weights not loaded yet)."""
+    from modelyard.models import create_model
+
+    try:
+        return create_model(cfg, input_shape=tuple(meta["input_shape"]), num_classes=len(meta["labels"]),
+                            **meta["model_inputs"])
+    except ModelyardError as exc:
+        raise RunError(f"{model_dir / 'modelyard.json'}: {exc}") from None
 
 
 # ---------------------------------------------------------------- checking a model folder before it is used
@@ -208,6 +206,7 @@ class ModelFolderMeta(BaseModel):
     experiment: str
     task: Literal["classification", "lm"] = "classification"
     weights: str = "model.safetensors"
+    family: str = Field("", description="The adapter that loads the folder; told from its files when absent.")
     model: dict[str, Any]
     input_shape: list[Annotated[int, Field(ge=1)]]
     model_inputs: dict[str, int | str] = Field(default_factory=dict)
@@ -272,9 +271,16 @@ def read_meta(model_dir: Path) -> dict:
                        f"({raw.get('modelyard_version', 'unknown version')}); modelyard {__version__} reads format_version "
                        f"{FORMAT_VERSION} and older: upgrade modelyard (pip install -U modelyard) to load it")
     try:
-        return ModelFolderMeta.model_validate(raw).model_dump()
+        meta = ModelFolderMeta.model_validate(raw).model_dump()
     except ValidationError as exc:
         raise RunError(f"{path}: {one_line_problem(exc, raw, ModelFolderMeta, hints=False)}; {DAMAGED}") from None
+    from modelyard.adapters import ADAPTERS, family_of_meta
+
+    meta["family"] = family_of_meta(meta)
+    if meta["family"] not in ADAPTERS:
+        raise RunError(f"{path}: family: {ADAPTERS.unknown_message(meta['family']).rstrip('.')}; the folder was written "
+                       f"by a newer modelyard (upgrade it) or {DAMAGED}")
+    return meta
 
 
 def _model_config(meta: dict, model_dir: Path):
@@ -286,7 +292,9 @@ def _model_config(meta: dict, model_dir: Path):
     spec = dict(meta["model"])
     if spec.get("name") not in MODELS:
         raise RunError(f"{where}: model.name: {MODELS.unknown_message(str(spec.get('name'))).rstrip('.')}; {DAMAGED}")
-    if meta["weights"].startswith("hf/"):  # save_pretrained wrote the fine-tuned model, adapters merged in
+    if meta["weights"].startswith("hf/") or spec.get("name") == "hf":
+        # save_pretrained wrote the fine-tuned model (adapters merged in), or, for a compressed one, its config
+        # and tokenizer, under hf/
         spec.update(pretrained=str(model_dir / "hf"), finetune="full")
     elif "pretrained" in spec:
         spec.update(pretrained=None, freeze_backbone=False)  # weights come from the artifact
@@ -370,7 +378,7 @@ def load_checked_weights(model: torch.nn.Module, file: Path) -> None:
     try:
         load_model(model, str(file))
     except Exception as exc:  # safetensors and torch raise several types for a damaged buffer
-        raise RunError(f"{file} is corrupt ({_first_line(exc)}); retrain or restore it from a backup") from None
+        raise RunError(f"{file} is corrupt ({first_line(exc)}); retrain or restore it from a backup") from None
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise RunError(f"{file}: tensor {name} holds values that are not finite (NaN or infinity); the weights "
@@ -389,7 +397,7 @@ def read_tensor_specs(file: Path) -> dict[str, tuple[tuple[int, ...], str]]:
         with safe_open(str(file), framework="pt") as f:
             return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for every kind of damage
-        raise RunError(f"{file} is corrupt ({_first_line(exc)}); retrain or restore it from a backup") from None
+        raise RunError(f"{file} is corrupt ({first_line(exc)}); retrain or restore it from a backup") from None
 
 
 def _aliases(state: dict[str, torch.Tensor]) -> dict[str, set[str]]:
@@ -401,14 +409,6 @@ def _aliases(state: dict[str, torch.Tensor]) -> dict[str, set[str]]:
             for k, t in state.items()}
 
 
-def _load_estimator(model, model_dir: Path, weights: Path) -> None:
-    read_tensor_specs(weights)
-    try:
-        model.load_weights(model_dir)
-    except Exception as exc:  # numpy, safetensors and json each raise their own types for damaged files
-        raise RunError(f"the estimator in {model_dir} cannot be read ({_first_line(exc)}); {DAMAGED}") from None
-
-
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -48,7 +48,7 @@ def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None 
     rd = RunDir.open(run)
     cfg = load_config(rd.config_path)  # a damaged config.yaml is a ConfigError naming the line
     predictor = load(rd.path)
-    lm = predictor.meta.get("task") == "lm"
+    lm = predictor.task == "lm"
     if data is None:
         raw, parts, _ = read_splits(cfg.data, cfg.seed)
         split = "val" if lm else "test"  # a corpus has no test split

@@ -121,6 +121,8 @@ class LanguageModel:
         ...     print(piece, end="")
     """
 
+    task = "lm"
+
     def __init__(self, model_dir: Path, model: torch.nn.Module, meta: dict, preprocessor) -> None:
         self.model_dir, self.model, self.meta, self.preprocessor = model_dir, model, meta, preprocessor
 

@@ -121,7 +121,7 @@ def predict(run: str, inputs: str, output: str | None, as_json: bool) -> None:
     if as_json and output:
         raise click.UsageError("--json prints the predictions and --output writes them as CSV: pass one of them")
     model = load(run)
-    if not hasattr(model, "predict_frame"):
+    if model.task == "lm":
         raise ConfigError(f"{run} holds a language model, which predicts no labels; use `modelyard generate {run} "
                           "--prompt TEXT`")
     frame = model.predict_frame(inputs)
@@ -155,7 +155,7 @@ def generate(run: str, prompt: str, max_new_tokens: int, temperature: float, top
     from modelyard.artifact import load
 
     model = load(run)
-    if not hasattr(model, "generate"):
+    if model.task != "lm":
         raise ConfigError(f"{run} holds a classifier, which does not generate text; use `modelyard predict {run} "
                           "INPUT`, or train a gpt or causal hf model on a text:PATH corpus")
     pieces = model.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)

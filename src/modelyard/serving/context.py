@@ -44,7 +44,7 @@ class Served:
         run_path, record = resolve(cfg.model, url=cfg.db_url)
         model = load(run_path)
         metrics = ServerMetrics()
-        is_lm = not hasattr(model, "predict_proba")
+        is_lm = model.task == "lm"
         return cls(model=model, name=cfg.name or (record["name"] if record else model.name),
                    version=str(record["version"]) if record else "1", max_items=cfg.max_items, metrics=metrics,
                    usage=UsageMeter(cfg.db_url, on_failure=metrics.usage_flush_failures.inc),

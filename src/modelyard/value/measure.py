@@ -73,7 +73,8 @@ def _percentiles_ms(times: list[float]) -> dict:
 def flops_per_example(predictor, inputs, n: int = 8) -> float | None:
     """Forward-pass FLOPs per example, counted by torch.utils.flop_counter on up to `n` real examples one by one.
     None for models that are not torch modules (scikit-learn baselines): not measured."""
-    if predictor.estimator:
+    module = predictor.adapter.module
+    if module is None:
         return None
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -86,7 +87,7 @@ def flops_per_example(predictor, inputs, n: int = 8) -> float | None:
             x = predictor.transform(take(inputs, np.array([i]))).to(predictor.device)
             counter = FlopCounterMode(display=False)
             with counter:
-                predictor.model(x)
+                predictor.adapter.logits(x)
             total += counter.get_total_flops()
     return total / count
 
@@ -108,7 +109,7 @@ def measure(run: str | Path, *, budget_s: float = 20.0, iterations: int | None =
 
     rd = RunDir.open(run)
     predictor = load(rd.path, device=device)
-    if not hasattr(predictor, "predict_proba"):
+    if predictor.task == "lm":
         raise RunError(f"{rd.path} holds a language model; `modelyard value` compares classifiers")
     metrics = json.loads(rd.metrics_path.read_text())
     cfg = load_config(yaml.safe_load(rd.config_path.read_text()))
