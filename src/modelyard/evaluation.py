@@ -18,7 +18,8 @@ def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None 
     Args:
         run: a run directory.
         data: a `data.source` URI (e.g. ``csv:new.csv``) whose every example is scored; default: the run's
-            own test split, re-derived from its config and seed. A CSV is read with the run's own columns:
+            own test split, exactly as splits.json records it (re-derived from config and seed for runs
+            written before splits.json existed). A CSV is read with the run's own columns:
             its label column (`data.target`), its text column or the feature columns the model was trained
             on (other columns are ignored), and labels are matched to the model's own label order.
         bootstrap: resamples for the headline interval of a metric that is not a proportion (default: the
@@ -40,7 +41,7 @@ def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None 
                         f"{type(data).__name__}; write the rows to a CSV first, or use modelyard.load(run).predict_proba")
     from modelyard.artifact import load
     from modelyard.config import load_config, resolve_source
-    from modelyard.data import read_source, read_splits, source_entry
+    from modelyard.data import read_run_splits, read_source, source_entry
     from modelyard.data.base import label_indices
     from modelyard.metrics import classification_report, headline_interval
     from modelyard.runs import RunDir
@@ -50,7 +51,7 @@ def evaluate(run: str | Path, *, data: str | None = None, bootstrap: int | None 
     predictor = load(rd.path)
     lm = predictor.task == "lm"
     if data is None:
-        raw, parts, _ = read_splits(cfg.data, cfg.seed)
+        raw, parts, _ = read_run_splits(rd)
         split = "val" if lm else "test"  # a corpus has no test split
         raw, source = raw.take(parts[split]), cfg.data.source
     else:

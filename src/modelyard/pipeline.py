@@ -72,6 +72,8 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
         if MODELS.get(cfg.model.name).meta.get("estimator"):
             return _fit_estimator(cfg, run, acc)
         bundle = build_data(cfg.data, cfg.seed, pretrained=model_tokenizer(cfg.model))
+        if acc.is_main_process:
+            run.write_splits(bundle.splits)
         model = create_model(cfg.model, input_shape=bundle.input_shape, num_classes=len(bundle.labels),
                              kind=bundle.preprocessor.kind, **bundle.model_inputs)
         from modelyard.training.callbacks import EnergyCallback
@@ -165,7 +167,7 @@ def _fit_estimator(cfg: ExperimentConfig, run: RunDir, acc) -> Run:
     import time
 
     from modelyard.data import read_splits
-    from modelyard.data.base import DataBundle, label_indices
+    from modelyard.data.base import DataBundle, label_indices, split_record
     from modelyard.data.text import TextPreprocessor
     from modelyard.energy import EnergyMeter
     from modelyard.models import count_parameters, create_model
@@ -174,6 +176,7 @@ def _fit_estimator(cfg: ExperimentConfig, run: RunDir, acc) -> Run:
     model = create_model(cfg.model, input_shape=(), num_classes=len(labels), kind=raw.kind)
     if not acc.is_main_process:
         return Run(run.path, {})
+    run.write_splits(split_record(raw, parts, cfg.data.source))
     texts = {name: [raw.x[i] for i in idx] for name, idx in parts.items()}
     y = {name: label_indices(raw.y[idx], labels, where=f"the {name} split") for name, idx in parts.items()}
     meter, t0 = EnergyMeter(), time.perf_counter()

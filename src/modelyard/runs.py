@@ -2,6 +2,7 @@
 
 runs/<name>-<UTC timestamp>/
   config.yaml          the resolved experiment config
+  splits.json          the indices of each split among the source's examples and the data's SHA-256
   run.json             format_version, status (running / interrupted / failed / completed), timestamps, the
                        error of a run that did not complete, world size
   metrics.json         {"val": {...}, "test": {...}, "train_time_s": ..., "epochs": ...}
@@ -13,6 +14,10 @@ runs/<name>-<UTC timestamp>/
   predictions/         test.csv and val.csv: true label, predicted label, every class probability
   report.html, plots/  the report
   evaluations/         one JSON per `modelyard evaluate` (the split or data it scored, and when)
+
+A derived run (`modelyard compress`) has the same layout; its run.json's `lineage` names the parent run, the
+method and its parameters, and its config.yaml and splits.json are the parent's, so it is scored on exactly
+the parent's test split.
 
 run.json's format_version says which layout a run has. 1 (no format_version): checkpoints/last/ and
 checkpoints/best/ folders; still read, and a resumed one is continued in the current layout.
@@ -97,6 +102,49 @@ class RunDir:
     predictions_dir = property(lambda self: self.path / "predictions")
     report_path = property(lambda self: self.path / "report.html")
     plots_dir = property(lambda self: self.path / "plots")
+    splits_path = property(lambda self: self.path / "splits.json")
+
+    @classmethod
+    def derive(cls, parent: "RunDir", method: str, params: dict, *, output: str | Path | None = None) -> "RunDir":
+        """A new run made from `parent` by `method` (a compressed model, a student): the parent's config and
+        split, and a lineage record (parent, method, parameters) in run.json.
+
+        Args:
+            output: folder under which it is created (default: the parent's own folder's parent).
+        """
+        import shutil
+
+        name = f"{parent.path.name.rsplit('-', 1)[0] if _stamped(parent.path.name) else parent.path.name}-{method}"
+        run = cls.create(output if output is not None else parent.path.parent, name)
+        shutil.copyfile(parent.config_path, run.config_path)
+        if parent.splits_path.is_file():
+            shutil.copyfile(parent.splits_path, run.splits_path)
+        run.set_status(lineage={"parent": str(parent.path.resolve()), "parent_name": parent.path.name,
+                                "method": method, "params": dict(params), "created": utc_stamp()})
+        return run
+
+    def config(self):
+        """The run's resolved experiment config (`config.ExperimentConfig`)."""
+        from modelyard.config import load_config
+
+        return load_config(self.config_path)
+
+    def splits(self) -> dict | None:
+        """splits.json (`data.base.split_record`), or None for a run written before it existed."""
+        if not self.splits_path.is_file():
+            return None
+        record = self.read_json(self.splits_path)
+        if not isinstance(record, dict) or not {"data_sha256", "examples", "splits"} <= record.keys():
+            raise RunError(f"{self.splits_path} is not a split record (data_sha256, examples, splits); the file was "
+                           "edited or damaged: delete it to re-derive the split from config.yaml and seed")
+        return record
+
+    def write_splits(self, record: dict) -> None:
+        self.write_json(self.splits_path, record)
+
+    def lineage(self) -> dict | None:
+        """{parent, parent_name, method, params} for a derived run; None for a trained one."""
+        return self.status().get("lineage")
 
     def write_json(self, path: Path, data: Any) -> None:
         tmp = path.with_suffix(path.suffix + ".tmp")
@@ -155,6 +203,12 @@ class RunDir:
         """Keep the first `epochs` epochs: what a resumed run redoes must not appear twice."""
         rows = [r for r in self.history() if r["epoch"] <= epochs]
         self.history_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _stamped(name: str) -> bool:
+    """Whether a run folder's name ends in the UTC stamp `create` adds."""
+    tail = name.rsplit("-", 1)[-1]
+    return len(tail) == 16 and tail[8] == "T" and tail.endswith("Z")
 
 
 def _alive(pid: int) -> bool:

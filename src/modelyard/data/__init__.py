@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from modelyard.data import corpus, digits, imagefolder, mnist1d, tabular, text  # noqa: F401  (registers the sources)
-from modelyard.data.base import DataBundle, RawData, label_indices, sort_labels
+from modelyard.data.base import DataBundle, RawData, fingerprint, label_indices, sort_labels, split_record
 from modelyard.data.preprocess import PREPROCESSORS, preprocessor_from_json
 from modelyard.data.sources import SOURCES
 from modelyard.data.split import split_off_val, stratified_split
 from modelyard.errors import DataError
 
-__all__ = ["DataBundle", "RawData", "SOURCES", "build_data", "read_splits", "read_source", "source_entry", "split_indices",
+__all__ = ["DataBundle", "RawData", "SOURCES", "build_data", "read_splits", "read_run_splits", "read_source", "source_entry", "split_indices",
            "preprocessor_from_json"]
 
 
@@ -71,6 +71,30 @@ def read_splits(cfg, seed: int) -> tuple[RawData, dict[str, np.ndarray], list[st
     return raw, parts, labels
 
 
+def read_run_splits(run) -> tuple[RawData, dict[str, np.ndarray], list[str]]:
+    """The run's raw examples and the exact split it was trained with (its splits.json), after checking the data
+    is the same as then; runs written before splits.json existed re-derive the split from config and seed.
+
+    Args:
+        run: a `runs.RunDir`.
+
+    Raises:
+        DataError: the data changed since the run was trained (its split would name other examples).
+    """
+    record = run.splits()
+    cfg = run.config()
+    if record is None:
+        return read_splits(cfg.data, cfg.seed)
+    raw = read_source(cfg.data.source, cfg.data)
+    if len(raw) != record["examples"] or fingerprint(raw) != record["data_sha256"]:
+        raise DataError(f"{cfg.data.source} is not the data run {run.path} was trained on ({len(raw)} examples now, "
+                        f"{record['examples']} then, and their SHA-256 differs from splits.json's): its test split "
+                        "would name other examples. Restore that data, or train the experiment anew on this data")
+    parts = {name: np.asarray(idx, dtype=np.int64) for name, idx in record["splits"].items()}
+    labels = sort_labels(raw.y[parts["train"]]) if raw.kind != "corpus" else []
+    return raw, parts, labels
+
+
 def build_data(cfg, seed: int, pretrained=None) -> DataBundle:
     """Read, split, fit preprocessing on the training split, and wrap each split as a dataset.
 
@@ -100,6 +124,7 @@ def build_data(cfg, seed: int, pretrained=None) -> DataBundle:
         model_inputs=dict(getattr(pre, "model_inputs", {})),
         texts={name: [raw.x[i] for i in idx] for name, idx in parts.items()} if texts else None,
         task="lm" if raw.kind == "corpus" else "classification",
+        splits=split_record(raw, parts, cfg.source),
     )
 
 

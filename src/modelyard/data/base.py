@@ -42,6 +42,42 @@ class RawData:
         )
 
 
+def fingerprint(raw: RawData) -> str:
+    """A SHA-256 of the examples, labels and ids as read, in order: a run's split indices name the same examples
+    only while this is unchanged. Image folders hash each file's path and size, not its pixels (fast on any size)."""
+    import hashlib
+    import os
+
+    h = hashlib.sha256()
+
+    def add(text: str) -> None:
+        h.update(text.encode("utf-8", "surrogatepass") + b"\0")
+
+    add(f"{raw.kind}:{len(raw)}")
+    x = raw.x
+    if isinstance(x, pd.DataFrame):
+        h.update(pd.util.hash_pandas_object(x, index=False).to_numpy().tobytes())
+        add(",".join(map(str, x.columns)))
+    elif isinstance(x, np.ndarray):
+        h.update(np.ascontiguousarray(x).tobytes())
+        add(str(x.dtype) + str(x.shape))
+    else:
+        for item in x:
+            add(f"{item}:{os.path.getsize(item)}" if not isinstance(item, str) else item)
+    for label in raw.y:
+        add(str(label))
+    for name in raw.names or []:
+        add(str(name))
+    return h.hexdigest()
+
+
+def split_record(raw: RawData, parts: dict[str, np.ndarray], source: str) -> dict:
+    """What a run stores in splits.json: the indices of each split among the source's examples, and the data's
+    fingerprint, so evaluation and compression score exactly the examples training held out."""
+    return {"source": source, "examples": len(raw), "data_sha256": fingerprint(raw),
+            "splits": {name: [int(i) for i in idx] for name, idx in parts.items()}}
+
+
 def take(x: Any, idx: np.ndarray) -> Any:
     if isinstance(x, pd.DataFrame):
         return x.iloc[idx].reset_index(drop=True)
@@ -89,6 +125,7 @@ class DataBundle:
     model_inputs: dict = field(default_factory=dict)  # facts a model needs beyond the shape (vocab_size, pad_id)
     texts: dict[str, list[str]] | None = None  # text sets: raw texts per split (baselines, the report's examples)
     task: str = "classification"  # or "lm" (next-token prediction on a corpus)
+    splits: dict | None = None  # `split_record`: what the run writes to splits.json
 
     @property
     def test_texts(self) -> list[str] | None:

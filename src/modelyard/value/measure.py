@@ -100,7 +100,7 @@ def measure(run: str | Path, *, budget_s: float = 20.0, iterations: int | None =
 
     from modelyard.artifact import load, resolve_model_dir
     from modelyard.config import load_config
-    from modelyard.data import read_splits
+    from modelyard.data import read_run_splits
     from modelyard.data.base import take
     from modelyard.energy import EnergyMeter
     from modelyard.machine import machine_info
@@ -118,7 +118,7 @@ def measure(run: str | Path, *, budget_s: float = 20.0, iterations: int | None =
     report = classification_report(*test, labels)
     model_dir = resolve_model_dir(rd.path)
 
-    raw, parts, _ = read_splits(cfg.data, cfg.seed)
+    raw, parts, _ = read_run_splits(rd)
     pool = take(raw.x, parts["test"])
     n_pool = len(pool)
 

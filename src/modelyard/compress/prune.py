@@ -1,0 +1,1 @@
+"""Magnitude pruning (torch.nn.utils.prune) and structured pruning with a short recovery fine-tune."""
