@@ -8,6 +8,7 @@ import traceback
 
 import click
 
+from modelyard.cli.compress_cmd import compress
 from modelyard.cli.config_cmd import config
 from modelyard.cli.reference_cmd import reference_demo
 from modelyard.cli.run_cmds import evaluate, generate, predict, train
@@ -33,6 +34,7 @@ cli.add_command(train)
 cli.add_command(evaluate)
 cli.add_command(predict)
 cli.add_command(generate)
+cli.add_command(compress)
 cli.add_command(value)
 cli.add_command(runs)
 cli.add_command(models)

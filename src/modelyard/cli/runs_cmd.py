@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from modelyard.errors import RunError
+from modelyard.units import human_bytes
 
 STALE_STATUSES = ("failed", "interrupted", "killed")
 # What training writes beside config.yaml: a folder holding only a config.yaml (a user's project) is not a run.
@@ -74,13 +75,6 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):  # powers of 1024, named as value.html names them
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
-
 @runs.command("list")
 @click.argument("folder", default="runs", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -102,7 +96,7 @@ def list_runs(folder: str, as_json: bool) -> None:
     for r in rows:
         style = {"completed": "green", "failed": "red", "killed": "red", "interrupted": "yellow"}.get(r["status"], "")
         status = f"[{style}]{r['status']}[/]" if style else r["status"]
-        table.add_row(r["run"], status, r["experiment"], r["best"], _age(r["age_s"]), _size(r["bytes"]))
+        table.add_row(r["run"], status, r["experiment"], r["best"], _age(r["age_s"]), human_bytes(r["bytes"]))
     console = Console()
     if not console.is_terminal:  # piped: never cut a run name that a script or `runs rm` needs whole
         console = Console(width=240)

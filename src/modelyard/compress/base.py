@@ -124,10 +124,13 @@ def check_params(entry, params: dict):
     """The method's options, validated by its params class; an option it does not take is named."""
     from modelyard.config import one_line_problem
 
+    takes = ", ".join(f"--{k.replace('_', '-')}" for k in entry.config.model_fields) or "no options"
+    unknown = [f"--{k.replace('_', '-')}" for k, v in params.items() if v is not None and k not in entry.config.model_fields]
+    if unknown:
+        raise ConfigError(f"compress --method {entry.name} does not take {', '.join(unknown)} (it takes {takes})")
     try:
         return entry.config.model_validate({k: v for k, v in params.items() if v is not None})
     except ValidationError as exc:
-        takes = ", ".join(f"--{k.replace('_', '-')}" for k in entry.config.model_fields) or "no options"
         raise ConfigError(f"compress --method {entry.name}: {one_line_problem(exc, params, entry.config, hints=False)} "
                           f"(it takes {takes})") from None
 

@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from modelyard.machine import describe_machine
+from modelyard.units import human_bytes
 from modelyard.report.page import document, figure, figures_row, plt, png_bytes, table
 from modelyard.value.compare import FACTORS
 
@@ -90,9 +91,6 @@ def tornado(result: dict) -> Figure:
 _RULES = {"argmax": "argmax", "value_optimal": "value-optimal", "value_optimal_abstain": "value-optimal + abstain"}
 
 
-def _size(n_bytes: float) -> str:
-    return f"{n_bytes / 2**20:.1f} MiB" if n_bytes >= 2**20 else f"{n_bytes / 2**10:.1f} KiB"
-
 
 def _g(x) -> str:
     """Small amounts (a fraction of a cent per prediction) with 3 significant digits."""
@@ -118,7 +116,7 @@ def _name_cell(r: dict, recommended: str | None) -> str:
 def _quality_table(result: dict) -> str:
     rows = [[_name_cell(r, result["recommended"]), _f(r["accuracy"], 4), _f(r["f1_macro"], 4), _f(r["p95_ms"]),
              _f(r["predictions_per_second"], 0), _f(r["parameters"], 0) if r.get("parameters") else "-",
-             _size(r["bytes_on_disk"])]
+             human_bytes(r["bytes_on_disk"])]
             for r in result["candidates"]]
     return table(["candidate", "accuracy", "macro-F1", "p95 ms", "predictions/s", "parameters", "size on disk"], rows)
 
