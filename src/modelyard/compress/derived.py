@@ -98,3 +98,43 @@ def measure_pair(parent, model, pool, *, budget_s: float = 4.0, iterations: int 
              f"throughput_batch{SPEED_BATCH}": figures["this"][f"throughput_batch{SPEED_BATCH}"]
              / figures["parent"][f"throughput_batch{SPEED_BATCH}"]}
     return {**figures, "ratio": ratio, "machine": machine_info(), "iterations": iterations, "budget_s": budget_s}
+
+
+def finish_trained(parent, run: RunDir, method: str, params: dict, *, notes: list[str] = (), facts: dict | None = None,
+                   speed_budget_s: float = 4.0, speed_iterations: int | None = None) -> dict:
+    """Make a run that a method trained through the normal trainer (a distilled student, a pruned model's
+    recovery) a derived run: check it was scored on the parent's exact split, record its lineage, and add the
+    parent's figures and both models' speed to its metrics.json.
+
+    Raises:
+        RunError: the trained run's split differs from the parent's (its test figures would not compare).
+    """
+    import json
+
+    from modelyard.artifact import load
+    from modelyard.errors import RunError
+
+    mine, theirs = run.splits(), parent.run.splits()
+    if theirs is not None and (mine is None or mine["data_sha256"] != theirs["data_sha256"]
+                               or mine["splits"] != theirs["splits"]):
+        raise RunError(f"{run.path} was not trained on the split of {parent.run.path} (splits.json differs), so its "
+                       "test figures would not compare with the parent's; keep the parent's data and seed")
+    run.set_status(lineage={"parent": str(parent.run.path.resolve()), "parent_name": parent.run.path.name,
+                            "method": method, "params": dict(params), "created": utc_stamp()})
+    meta_path = run.model_dir / "modelyard.json"
+    meta = json.loads(meta_path.read_text())
+    meta["lineage"] = {"parent_name": parent.run.path.name, "method": method, "params": dict(params)}
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    metrics = run.read_json(run.metrics_path)
+    parent_metrics = parent.run.read_json(parent.run.metrics_path)
+    model = load(run.path)
+    metrics.update(
+        method=method, params=dict(params), parent=str(parent.run.path),
+        parent_figures={"test": {k: parent_metrics["test"].get(k) for k in ("accuracy", "f1_macro", "log_loss", "ece")},
+                        "parameters": parent_metrics.get("parameters"),
+                        "bytes_on_disk": folder_bytes(parent.predictor.model_dir)},
+        bytes_on_disk=folder_bytes(run.model_dir), notes=list(notes),
+        speed=measure_pair(parent.predictor, model, parent.split("test").x, budget_s=speed_budget_s,
+                           iterations=speed_iterations), **(facts or {}))
+    run.write_json(run.metrics_path, metrics)
+    return metrics
