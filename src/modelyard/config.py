@@ -103,6 +103,16 @@ class EarlyStoppingConfig(Section):
     min_delta: float = Field(0.0, ge=0)
 
 
+class DistillConfig(Section):
+    """Knowledge distillation (Hinton et al., 2015): the loss mixes the teacher's softened probabilities and the labels."""
+
+    teacher: str = Field(..., description="The teacher's run directory: a completed torch or hf classifier trained "
+                         "on the same labels and inputs (relative paths: from the config file's folder).")
+    temperature: float = Field(4.0, gt=0, le=100, description="Softmax temperature T of the soft targets.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of alpha * T^2 * KL(teacher || student); the labels' "
+                         "cross-entropy weighs 1 - alpha.")
+
+
 class TrainConfig(Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1, description="Global batch size, split across processes.")
@@ -130,6 +140,9 @@ class TrainConfig(Section):
     ema_decay: float | None = Field(
         None, gt=0, lt=1, description="Keep an exponential moving average of the weights with this decay per "
         "optimizer step (e.g. 0.99); validation, the best checkpoint and the saved model use the average."
+    )
+    distill: DistillConfig | None = Field(
+        None, description="Train against a teacher run's soft targets as well as the labels (see DistillConfig)."
     )
 
     @field_validator("monitor")
@@ -307,6 +320,8 @@ def resolve_source(source: str, base: Path) -> str:
 
 def _resolve_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
     cfg.data.source = resolve_source(cfg.data.source, base)
+    if cfg.train.distill is not None:
+        cfg.train.distill.teacher = str((base / Path(cfg.train.distill.teacher).expanduser()).resolve())
     if cfg.model.pretrained and not cfg.model.pretrained.startswith("builtin:"):
         p = Path(cfg.model.pretrained).expanduser()
         # A relative path that does not exist beside the config may be a Hugging Face model id (org/name).

@@ -47,6 +47,8 @@ class Parent:
 
     run: RunDir
     predictor: Any  # artifact.Predictor
+    # compress()'s speed_budget_s and speed_iterations, for a method that times its own run with finish_trained
+    speed: dict = field(default_factory=dict)
 
     @property
     def cfg(self):
@@ -147,6 +149,7 @@ def run_compressor(run, method: str, params: dict, *, output=None, speed_budget_
     entry = check_applies(parent, method)
     options = check_params(entry, params)
     out = Path(output) if output is not None else parent.run.path.parent
+    parent.speed = {"speed_budget_s": speed_budget_s, "speed_iterations": speed_iterations}
     result = entry.obj(parent, options, output=out, quiet=quiet)
     if isinstance(result, RunDir):  # a method that trained through the normal trainer wrote its own run
         return Run(result.path, result.read_json(result.metrics_path))

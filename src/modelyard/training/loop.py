@@ -81,6 +81,13 @@ class TrainingLoop:
                               "Use val_loss or val_perplexity")
         if self.task == "classification" and self.tc.monitor == "val_perplexity":
             raise ConfigError("train.monitor val_perplexity is for language models; use val_loss or val_accuracy")
+        self.teacher = None
+        if self.tc.distill is not None:  # loaded here, so a resume reloads it too
+            from modelyard.training.distill import Teacher
+
+            self.teacher = Teacher.load(self.tc.distill, bundle, model, device=accelerator.device,
+                                        autocast=accelerator.autocast)
+            bundle.notes.extend(self.teacher.notes)  # printed under the run summary with the data's notes
         self.callbacks = list(callbacks)
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
         self.sampler = EpochBatchSampler(len(bundle.train), self.tc.batch_size, seed=cfg.seed,
@@ -226,7 +233,10 @@ class TrainingLoop:
         sync = contextlib.nullcontext() if boundary or self.world == 1 else self.acc.no_sync(self.model)
         with sync:
             logits = self.model(x).float()  # (B, C), or (B, T, vocab) for a language model
-            loss_sum = F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction="sum")
+            if self.teacher is not None:
+                loss_sum = self.teacher.loss_sum(logits, x, y)
+            else:
+                loss_sum = F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction="sum")
             per_example = y.numel() // len(y)  # 1 label, or T next tokens: each token weighs the same
             loss = loss_sum * (self.world / (self.window_examples[window_start // tc.grad_accum_steps] * per_example))
             if tc.l1:
