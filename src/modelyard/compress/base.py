@@ -60,7 +60,7 @@ class Parent:
 
     @property
     def family(self) -> str:
-        return self.predictor.adapter.family
+        return self.predictor.meta["family"]  # a LanguageModel has no adapter; modelyard.json always names it
 
     @cached_property
     def data(self):
