@@ -39,8 +39,10 @@ def history(epochs: int, best: int) -> list[dict]:
     return rows[:5] + [dict(rows[4], val_loss=9.0)] + rows[5:]  # epoch 5 written twice (a resume): the last wins
 
 
-def fake_run(tmp_path, n_classes: int, *, texts: bool = False, headline: dict | None = None):
-    """write_report's inputs for a synthetic run: no training, so the test takes a second."""
+def fake_run(tmp_path, n_classes: int, *, texts: bool = False, headline: dict | None = None,
+             extra: dict | None = None):
+    """write_report's inputs for a synthetic run: no training, so the test takes a second. `extra` adds to (or
+    replaces) metrics.json's fields, e.g. a derived run's lineage."""
     y, prob = predictions(n_classes)
     labels = [f"class-{i}" for i in range(n_classes)]
     test = classification_report(y, prob, labels)
@@ -48,12 +50,13 @@ def fake_run(tmp_path, n_classes: int, *, texts: bool = False, headline: dict | 
                                     "level": 0.95, "resamples": 50}
     metrics = {"val": classification_report(y, prob, labels), "test": test, "monitor": "val_loss", "best_epoch": 17,
                "best_value": 1 / 17, "epochs": 40, "steps": 400, "train_time_s": 3.0, "processes": 1,
-               "stopped_early": False, "parameters": 1000, "trainable_parameters": 1000}
+               "stopped_early": False, "parameters": 1000, "trainable_parameters": 1000, **(extra or {})}
     path = tmp_path / "tiny-20260101T000000Z"
     path.mkdir()
     run = SimpleNamespace(path=path, plots_dir=path / "plots", report_path=path / "report.html")
     words = ["word " * 5 + "x" * 600 if i % 3 else "short text" for i in range(len(y))]  # one unbreakable token
-    write_report(run, modelyard.load_config(tiny_config()), metrics, history(40, best=17), (y, prob, None), labels,
+    rows = [] if (extra or {}).get("epochs") == 0 else history(40, best=17)
+    write_report(run, modelyard.load_config(tiny_config()), metrics, rows, (y, prob, None), labels,
                  texts=words if texts else None)
     return run, y, prob, metrics
 
@@ -80,6 +83,50 @@ def test_report_fits_the_window_and_titles_every_figure(tmp_path):
     assert "Kept the weights of epoch 17, the best val_loss" in page
     assert len(re.findall(r"<tr><td>class-\d+</td><td>[0-9.]+</td>", page)) == 12  # the per-class table
     assert "ROC AUC" in page and "Most confused classes" in page
+
+
+def lineage(method: str, *, epochs: int, tmp_path) -> dict:
+    """metrics.json's fields of a derived run whose parent sits beside it."""
+    return {"method": method, "params": {"temperature": 2.0}, "parent": str(tmp_path / "tiny-20251231T000000Z"),
+            "parent_figures": {"test": {"accuracy": 0.5, "f1_macro": 0.5, "log_loss": 1.0, "ece": 0.1},
+                               "parameters": 4000, "bytes_on_disk": 4 * 2**20},
+            "bytes_on_disk": 2**20, "compress_time_s": 1.5, "notes": ["a note <on> the method"],
+            "speed": {"parent": {"latency_ms_batch1": 2.0, "throughput_batch32": 1000.0},
+                      "this": {"latency_ms_batch1": 1.0, "throughput_batch32": 2500.0},
+                      "ratio": {"latency_batch1": 2.0, "throughput_batch32": 2.5},
+                      "machine": {"cpu": "test CPU", "cores": 2, "torch": "2.x", "torch_threads": 2, "gpu": None},
+                      "iterations": 5},
+            "epochs": epochs, "monitor": None if epochs == 0 else "val_loss"}
+
+
+def test_a_derived_run_that_did_not_train_says_so_and_shows_its_parent(tmp_path):
+    run, y, prob, metrics = fake_run(tmp_path, 3, extra=lineage("int8-dynamic", epochs=0, tmp_path=tmp_path))
+    page = run.report_path.read_text()
+    assert layout_problems(page) == [] and "<h1>tiny &middot; int8-dynamic</h1>" in page
+    assert "Not trained: made from its parent by int8-dynamic in 1.5 s, so there are no learning curves." in page
+    assert "scikit-learn" not in page and "Learning curves" not in page and "Kept the weights" not in page
+    assert 'Made from <a href="../tiny-20251231T000000Z/report.html">tiny-20251231T000000Z</a>' in page
+    assert "(parameters: temperature=2.0)" in page and "a note &lt;on&gt; the method" in page
+    accuracy = metrics["test"]["accuracy"]
+    assert (f"<td>test accuracy</td><td>0.5000</td><td>{accuracy:.4f}</td><td>{100 * (accuracy - 0.5):+.2f} points"
+            "</td>") in page
+    assert "<td>size on disk</td><td>4.0 MiB</td><td>1.0 MiB</td><td>4x smaller</td>" in page
+    assert "<td>parameters</td><td>4,000</td><td>1,000</td><td>4x fewer</td>" in page
+    assert "<td>latency, batch 1 (ms, median)</td><td>2</td><td>1</td><td>2x faster</td>" in page
+    assert "<td>throughput, batch 32 (examples/s)</td><td>1,000</td><td>2,500</td><td>2.5x faster</td>" in page
+    assert "(5 timed calls each), on test CPU, 2 cores" in page and "Configuration (the parent's)" in page
+
+
+def test_a_derived_run_that_trained_keeps_its_learning_curves_beside_its_lineage(tmp_path):
+    run, *_ = fake_run(tmp_path, 3, extra=lineage("distill", epochs=40, tmp_path=tmp_path))
+    page = run.report_path.read_text()
+    assert "Trained 40 epochs" in page and "Learning curves" in page and "Not trained" not in page
+    assert "Where does this model come from?" in page and "by <b>distill</b>" in page
+
+
+def test_an_estimator_still_says_it_was_fitted_in_one_call(tmp_path):
+    run, *_ = fake_run(tmp_path, 3, extra={"monitor": None, "epochs": 1, "train_time_s": 2.0})
+    assert "Fitted in 2.0 s (no epochs: a scikit-learn estimator)." in run.report_path.read_text()
 
 
 def test_headline_names_its_interval_method():
@@ -229,9 +276,16 @@ def value_result(n_candidates: int = 3) -> dict:
                 "decision_rules": {"chosen": "argmax", "rules": {"argmax": {"test": 0.001},
                                                                  "value_optimal": {"test": 0.0011}}}}
     cands = [candidate(i) for i in range(n_candidates)]
+    for c in cands:
+        c["lineage"], c["one_off_basis"] = None, "its training"
+        c["monthly_net_interval"] = {"low": c["monthly_net"] - 100, "high": c["monthly_net"] + 100}
+    cands[-1]["lineage"] = {"parent": "/runs/candidate-0-20260101T000000Z", "method": "onnx-int8", "params": {},
+                            "parent_name": "candidate-0-20260101T000000Z"}
+    cands[-1]["one_off_basis"] = "training candidate-0 (train_time_s, 5.0 s) + onnx-int8 (compress_time_s, 2.0 s)"
     return {"scenario": {"currency": "USD", "volume_per_month": 1e6, "horizon_months": 12, "latency_slo_ms": 6.0,
                          "serve": {"usd_per_hour": 0.05}},
             "candidates": cands, "recommended": "candidate-1",
+            "ranking": ["candidate-1", "candidate-0", "do nothing", *[c["name"] for c in cands[2:]]],
             "do_nothing": {"name": "do nothing", "kind": "baseline", "value_per_prediction": {"value": 0.0},
                            "cost_per_1000": 0.0, "monthly_net": 0.0, "horizon_total": 0.0, "roi": None,
                            "payback_month": None, "break_even_volume": None, "meets_slo": True},
@@ -253,6 +307,12 @@ def test_value_page_fits_the_window_with_narrow_tables_and_titled_charts(tmp_pat
     assert len(alts) == 3 and all("?" in a for a in alts)
     assert "<b>candidate-1</b><br><small>recommended</small>" in page
     assert "candidate-2<br><small>breaks the SLO</small>" in page
+    ranked = re.findall(r"<tr><td>(\d)</td><td>(?:<b>)?([a-z0-9 -]+)", page)
+    assert ranked == [("1", "candidate-1"), ("2", "candidate-0"), ("3", "do nothing"), ("4", "candidate-2")]
+    assert "candidate-2<br><small>onnx-int8 of candidate-0-20260101T000000Z; breaks the latency SLO</small>" in page
+    assert "950<br><small>[850, 1,050]</small>" in page  # candidate-1's net per month and its interval
+    # how the derived run's one-off was counted
+    assert "candidate-2: training candidate-0 (train_time_s, 5.0 s) + onnx-int8 (compress_time_s, 2.0 s)." in page
 
 
 def test_the_tiny_runs_page_fits_1280px(digits_run, tmp_path):

@@ -266,3 +266,73 @@ def test_cli_value_end_to_end(runs, tmp_path):
     (unfinished / "config.yaml").write_text("name: x\n")
     bad = run_cli("value", unfinished, "--scenario", scenario)
     assert bad.returncode == 2 and "did not finish" in bad.stderr
+
+
+# The paired bootstrap of the recommendation, by hand. In hand_candidates() both models get example 0 wrong and
+# small gets example 1 wrong too: per example, big minus small is 0.1 - (-0.2) = 0.3 on example 1 and 0 elsewhere,
+# a mean of 0.015. A resample of the 20 examples draws example 1 k ~ Binomial(20, 1/20) times, so its mean is
+# 0.015 k: P(k = 0) = 0.358 puts the 2.5% quantile at 0, and P(k <= 2) = 0.925 < 0.975 < P(k <= 3) = 0.984 puts
+# the 97.5% quantile at 0.045. Over 10,000 predictions x 12 months that is [0 - 0.015, 0.045 - 0.015] x 120,000
+# = [-1,800, 3,600] about the point difference 1,750.896: [-49.104, 5,350.896], which holds zero.
+def test_the_recommendation_says_when_the_test_set_does_not_separate_the_best_from_the_next():
+    result = compare(hand_candidates(), load_scenario(HAND), resamples=1000)
+    sep = result["separation"]
+    assert sep["against"] == "small" and sep["n"] == 20 and sep["separated"] is False
+    assert sep["difference"] == pytest.approx(1750.896)
+    assert sep["value_per_prediction_difference"]["value"] == pytest.approx(0.015)
+    assert (sep["low"], sep["high"]) == (pytest.approx(-49.104), pytest.approx(5350.896))
+    assert result["recommendation"].startswith("big earns 149 USD/month more than small")
+    assert ("big and small are not separated: the difference in net value over 12 months, 1,751 USD, is within its "
+            "95% interval [-49.10 USD, 5,351 USD] (paired bootstrap over the same 20 test examples)"
+            in result["recommendation"])
+
+
+def test_a_clearly_better_candidate_is_separated_from_the_next():
+    # 40 examples; "sure" is right on all, "unsure" wrong on the last 10: big minus small is 0.3 on those 10.
+    # A resample's mean is 0.3 x (share of them drawn), about 0.075 +- 1.96 x 0.3 x sqrt(0.25 x 0.75 / 40)
+    # = [0.034, 0.116]: above zero, so the difference over the horizon is too.
+    y = [0] * 20 + [1] * 20
+    right = [[0.9, 0.1] if t == 0 else [0.2, 0.8] for t in y]
+    unsure = right[:30] + [p[::-1] for p in right[30:]]
+    cands = [fake_measurement("sure", y, right, labels=["a", "b"], predictions_per_second=100.0,
+                              joules_per_prediction=0.0, train_s=0, train_kwh=0.0),
+             fake_measurement("unsure", y, unsure, labels=["a", "b"], predictions_per_second=100.0,
+                              joules_per_prediction=0.0, train_s=0, train_kwh=0.0)]
+    result = compare(cands, load_scenario(HAND | {"engineering": 0}), resamples=1000)
+    sep = result["separation"]
+    assert result["recommended"] == "sure" and sep["separated"] is True and 0 < sep["low"] < sep["difference"]
+    diff = sep["value_per_prediction_difference"]
+    assert diff["value"] == pytest.approx(0.075) and 0.02 < diff["low"] < 0.05 and 0.10 < diff["high"] < 0.13
+    assert "The test set separates sure from unsure" in result["recommendation"]
+
+
+def test_the_same_decisions_everywhere_leave_only_the_cost_to_tell_apart():
+    fast, slow = hand_candidates()[0], dict(hand_candidates()[0], name="slow", predictions_per_second=0.5)
+    result = compare([slow, fast], load_scenario(HAND), resamples=200)
+    assert result["recommended"] == "big" and result["separation"]["separated"] is None
+    assert "are worth the same on each of the 20 test examples, so only their measured costs" in \
+        result["recommendation"]
+
+
+def test_the_ranking_puts_losers_below_doing_nothing_and_slo_breakers_last():
+    big, small = hand_candidates()
+    loser = dict(small, name="loser", predictions=big["predictions"] | {
+        "test": [HAND_Y, [[0.1, 0.9] if t == 0 else [0.8, 0.2] for t in HAND_Y]]})  # wrong on every test example
+    slow = dict(big, name="slow", latency_ms_batch1={"p50": 50.0, "p95": 100.0, "p99": 100.0})
+    result = compare([loser, slow, small, big], load_scenario(HAND | {"latency_slo_ms": 10}), resamples=100)
+    assert result["ranking"] == ["big", "small", "do nothing", "loser", "slow"]
+    assert [r["rank"] for r in result["candidates"]] == [4, 5, 2, 1]
+    for r in result["candidates"]:
+        ev, ci = r["value_per_prediction"], r["monthly_net_interval"]
+        assert ci["low"] == pytest.approx(r["monthly_net"] + (ev["low"] - ev["value"]) * 10_000)
+        assert ci["low"] <= r["monthly_net"] <= ci["high"]
+
+
+def test_two_runs_of_one_experiment_are_named_by_their_run_folders():
+    a, b = hand_candidates()
+    a = dict(a, name="tiny", run="runs/tiny-20260101T000000Z")
+    b = dict(b, name="tiny", run="runs/tiny-20260102T000000Z")
+    result = compare([a, b], load_scenario(HAND), resamples=0)
+    assert [r["name"] for r in result["candidates"]] == ["tiny-20260101T000000Z", "tiny-20260102T000000Z"]
+    assert [r["name"] for r in compare([a, a], load_scenario(HAND), resamples=0)["candidates"]] == [
+        "tiny-20260101T000000Z", "tiny-20260101T000000Z #2"]

@@ -14,6 +14,7 @@ from modelyard.cli.reference_cmd import reference_demo
 from modelyard.cli.run_cmds import evaluate, generate, predict, train
 from modelyard.cli.runs_cmd import runs
 from modelyard.cli.registry_cmds import keys, models
+from modelyard.cli.report_cmd import report
 from modelyard.cli.serve_cmd import serve
 from modelyard.cli.value_cmd import value
 from modelyard.errors import ModelyardError
@@ -35,6 +36,7 @@ cli.add_command(evaluate)
 cli.add_command(predict)
 cli.add_command(generate)
 cli.add_command(compress)
+cli.add_command(report)
 cli.add_command(value)
 cli.add_command(runs)
 cli.add_command(models)

@@ -40,7 +40,8 @@ def _read(path: Path) -> dict:
 
 
 def run_summary(path: Path) -> dict:
-    """One row of `runs list`: status, experiment, best metric, age and size of a run directory."""
+    """One row of `runs list`: status, experiment, best metric, age and size of a run directory, and for a derived
+    run (`modelyard compress`) its parent's name and the method."""
     status = _read(path / "run.json")
     metrics = _read(path / "metrics.json")
     best = ""
@@ -63,9 +64,15 @@ def run_summary(path: Path) -> dict:
         state = RunDir(path).current_status()
     except (OSError, ValueError):
         state = status.get("status", "unknown")
+    lineage = status.get("lineage") if isinstance(status.get("lineage"), dict) else {}
     return {"run": path.name, "path": str(path), "status": state,
             "experiment": str(experiment), "best": best, "age_s": age_s, "bytes": size,
-            "error": status.get("error")}
+            "error": status.get("error"), "parent": lineage.get("parent_name"), "method": lineage.get("method")}
+
+
+def made_from(row: dict) -> str:
+    """"<- tiny-20261129T094135Z (bf16)" for a derived run (`modelyard compress`), "" for a trained one."""
+    return f"<- {row['parent']} ({row['method']})" if row.get("method") else ""
 
 
 def _age(seconds: float) -> str:
@@ -90,13 +97,15 @@ def list_runs(folder: str, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    derived = any(r["method"] for r in rows)  # the column only when a derived run is there to fill it
     table = Table(box=None, pad_edge=False)
-    for column in ("run", "status", "experiment", "best metric", "age", "size"):
+    for column in ("run", "status", "experiment", *(("made from",) if derived else ()), "best metric", "age", "size"):
         table.add_column(column, justify="right" if column in ("age", "size") else "left", no_wrap=column == "run")
     for r in rows:
         style = {"completed": "green", "failed": "red", "killed": "red", "interrupted": "yellow"}.get(r["status"], "")
         status = f"[{style}]{r['status']}[/]" if style else r["status"]
-        table.add_row(r["run"], status, r["experiment"], r["best"], _age(r["age_s"]), human_bytes(r["bytes"]))
+        table.add_row(r["run"], status, r["experiment"], *((made_from(r),) if derived else ()), r["best"],
+                      _age(r["age_s"]), human_bytes(r["bytes"]))
     console = Console()
     if not console.is_terminal:  # piped: never cut a run name that a script or `runs rm` needs whole
         console = Console(width=240)

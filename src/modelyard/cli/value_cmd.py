@@ -20,10 +20,32 @@ def value(runs: tuple[str, ...], scenario: str, output: str | None, budget: floa
     from modelyard.value import value as run_value
 
     result = run_value(list(runs), scenario, output=output, budget_s=budget, iterations=iterations)
-    cur = result["scenario"]["currency"]
-    for r in result["candidates"]:
-        click.echo(f"{r['name']:24s} accuracy {r['accuracy']:.4f}  p95 {r['p95_ms']:8.2f} ms  "
-                   f"{r['cost_per_1000']:.3g} {cur}/1,000  net {r['monthly_net']:>12,.0f} {cur}/month"
-                   f"{'' if r['meets_slo'] else '  (breaks the latency SLO)'}")
+    click.echo(ranked_table(result))
+    click.echo()
     click.echo(result["recommendation"])
+    from modelyard.value.report import one_off_note
+
+    if one_off_note(result):
+        click.echo(one_off_note(result))
     click.echo(f"report: {result['output']}/value.html")
+
+
+COLUMNS = (("rank", "rank"), ("candidate", "candidate"), ("made_from", "made from"),
+           ("net_per_month", "net/month"), ("interval", "95% CI"), ("net_over_horizon", "net/{months} months"),
+           ("cost_per_1000", "cost/1,000"), ("p95_ms", "p95 ms"), ("accuracy", "accuracy"), ("note", ""))
+LEFT = ("candidate", "made_from", "note")
+
+
+def ranked_table(result: dict) -> str:
+    """Every candidate and doing nothing, best first, in aligned columns; amounts in the scenario's currency."""
+    from modelyard.value.report import ranking_rows
+
+    rows = ranking_rows(result)
+    keys = [k for k, _ in COLUMNS if k in ("rank", "candidate") or any(r[k] for r in rows)]
+    titles = {k: t.format(months=result["scenario"]["horizon_months"]) for k, t in COLUMNS}
+    width = {k: max(len(titles[k]), *(len(r[k]) for r in rows)) for k in keys}
+
+    def line(cells: dict) -> str:
+        return "  ".join(cells[k].ljust(width[k]) if k in LEFT else cells[k].rjust(width[k]) for k in keys).rstrip()
+
+    return "\n".join([f"amounts in {result['scenario']['currency']}", line(titles), *map(line, rows)])

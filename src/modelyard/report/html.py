@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import html
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from modelyard.config import config_to_yaml
 from modelyard.report import plots
+from modelyard.report.lineage import derived_sentence, is_derived, lineage_html, trained
 from modelyard.report.page import document, figure, figures_row, png_bytes, table
 
 _SUMMARY_METRICS = ["accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted",
@@ -79,6 +82,8 @@ def _per_class_table(per_class: dict, aucs: dict) -> str:
 
 
 def _training_sentence(metrics: dict) -> str:
+    if is_derived(metrics) and not trained(metrics):  # quantised or exported: its train_time_s is the parent's
+        return derived_sentence(metrics)
     if metrics["monitor"] is None:  # an estimator: fitted in one call
         return f"Fitted in {metrics['train_time_s']:.1f} s (no epochs: a scikit-learn estimator)."
     stopped = " (stopped early)" if metrics["stopped_early"] else ""
@@ -130,11 +135,15 @@ def write_report(run, cfg, metrics: dict, history: list[dict], test_predictions,
            + _CAPTIONS["reliability"])
     learning = ("<h2>Learning curves</h2>" + figure(*_figure(figures, "learning_curves"))
                 if "learning_curves" in figures else "")
-    body = f"""<h1>{html.escape(cfg.name)}</h1>
+    derived = is_derived(metrics)
+    title = f"{html.escape(cfg.name)} &middot; {html.escape(metrics['method'])}" if derived else html.escape(cfg.name)
+    config_heading = "Configuration (the parent's)" if derived else "Configuration"
+    body = f"""<h1>{title}</h1>
 <p class="sub">{html.escape(cfg.model.name)} on {html.escape(cfg.data.source)} &middot; run {html.escape(run.path.name)}</p>
 <p class="headline">{headline_html(test['headline'])}</p>
 <p>{_training_sentence(metrics)} {metrics['parameters']:,} parameters ({metrics['trainable_parameters']:,} trainable).
 Test set: {test['n']} examples; validation: {metrics['val']['n']}.</p>
+{lineage_html(run.path, metrics) if derived else ""}
 <h2>Metrics</h2>{summary}
 {learning}
 <h2>How well does it separate the classes? (test)</h2>
@@ -146,5 +155,49 @@ Test set: {test['n']} examples; validation: {metrics['val']['n']}.</p>
 {_confusions_html(confused_pairs(y, prob, labels, texts)) if texts is not None else ''}
 <h2>Can its confidence be trusted? (test)</h2>
 {figure(figures['reliability'], plots.title('reliability'), ece)}
-<h2>Configuration</h2><pre>{html.escape(config_to_yaml(cfg))}</pre>"""
-    run.report_path.write_text(document(f"{cfg.name} - modelyard report", body), encoding="utf-8")
+<h2>{config_heading}</h2><pre>{html.escape(config_to_yaml(cfg))}</pre>"""
+    name = f"{cfg.name} ({metrics['method']})" if derived else cfg.name
+    run.report_path.write_text(document(f"{name} - modelyard report", body), encoding="utf-8")
+
+
+def render_run(path) -> Path:
+    """Write RUN/report.html (and plots/) anew from what the run directory holds: metrics.json, history.jsonl,
+    predictions/test.csv and model/modelyard.json. Works for a trained run, a derived one and a language model.
+
+    The confused-pairs table of a text classifier quotes test texts, which only the data holds: when the data
+    cannot be read here, the page is written without them and the reason is returned in `Rendered.missing`.
+
+    Raises:
+        RunError: the run is missing, unfinished (no metrics.json or predictions/test.csv) or damaged.
+    """
+    from modelyard.artifact import read_meta, resolve_model_dir
+    from modelyard.errors import ModelyardError
+    from modelyard.runs import RunDir
+    from modelyard.value.measure import read_predictions
+
+    run = RunDir.open(path)
+    cfg, metrics = run.config(), run.read_json(run.metrics_path)
+    meta = read_meta(resolve_model_dir(run.path))
+    if meta.get("task") == "lm":
+        from modelyard.report.lm import write_lm_report
+
+        write_lm_report(run, cfg, metrics, run.history())
+        return Rendered(run.report_path, None)
+    labels = list(meta["labels"])
+    y, prob = read_predictions(run.predictions_dir / "test.csv", labels)
+    texts, missing = None, None
+    if (meta.get("preprocessing") or {}).get("kind") == "text":
+        from modelyard.data import read_run_splits
+
+        try:
+            raw, parts, _ = read_run_splits(run)
+            texts = [raw.x[i] for i in parts["test"]]
+        except ModelyardError as exc:
+            missing = f"no example texts in the confused-pairs table: {exc}"
+    write_report(run, cfg, metrics, run.history(), (y, prob, None), labels, texts=texts)
+    return Rendered(run.report_path, missing)
+
+
+class Rendered(NamedTuple):
+    report: Path
+    missing: str | None  # what the page lacks and why

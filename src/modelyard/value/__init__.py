@@ -35,7 +35,9 @@ def value(runs: list[str | Path], scenario, *, output: str | Path | None = None,
     """Measure every run on this machine, compare them in `scenario`, and write value.json and value.html.
 
     Args:
-        runs: finished run directories of the same task (same labels and test split).
+        runs: finished run directories of the same task (same labels and test split), trained or derived
+            (`modelyard compress`); a derived run is named by its model folder's experiment name (tiny-bf16),
+            and two runs of one experiment by their run folders.
         scenario: a scenario YAML path, mapping, or `Scenario`.
         output: folder for value.json and value.html (default: value-<UTC timestamp>/ in the current folder).
         budget_s: seconds of speed measurement per candidate.
@@ -49,7 +51,7 @@ def value(runs: list[str | Path], scenario, *, output: str | Path | None = None,
     from modelyard.artifact import resolve_model_dir
     from modelyard.errors import ConfigError
     from modelyard.runs import utc_stamp
-    from modelyard.value.compare import compare, same_labels
+    from modelyard.value.compare import compare, same_labels, unique_names
     from modelyard.value.measure import measure, measure_isolated
     from modelyard.value.report import write_value_report
     from modelyard.value.scenario import Scenario, load_scenario
@@ -65,7 +67,7 @@ def value(runs: list[str | Path], scenario, *, output: str | Path | None = None,
         labels[str(run)] = meta["labels"]
     s.outcomes.matrix(same_labels(labels))  # a value matrix that does not fit the labels fails now
     get = measure_isolated if isolated else measure
-    measurements = [get(run, budget_s=budget_s, iterations=iterations, device=device) for run in runs]
+    measurements = unique_names([get(run, budget_s=budget_s, iterations=iterations, device=device) for run in runs])
     result = compare(measurements, s)
     out = Path(output) if output else Path(f"value-{utc_stamp()}")
     out.mkdir(parents=True, exist_ok=True)

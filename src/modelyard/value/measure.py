@@ -158,7 +158,9 @@ def measure(run: str | Path, *, budget_s: float = 20.0, iterations: int | None =
     params = metrics.get("parameters")
     return {
         "run": str(rd.path),
-        "name": cfg.name,
+        # A derived run shares its parent's config (and cfg.name); its model folder's experiment name does not.
+        "name": predictor.meta.get("experiment") or cfg.name,
+        "lineage": _lineage(rd),
         "model": cfg.model.name,
         "labels": labels,
         "task": predictor.meta.get("task", "classification"),
@@ -176,9 +178,60 @@ def measure(run: str | Path, *, budget_s: float = 20.0, iterations: int | None =
         "peak_memory_mb": {"process_rss": peak_mb, "gpu_allocated": gpu_peak},
         "energy_per_prediction_j": joules,
         "energy_source": meter.source,
-        "training": {"time_s": metrics.get("train_time_s"), "energy": metrics.get("energy"),
-                     "processes": metrics.get("processes", 1)},
+        "training": making_of(rd, metrics),
     }
+
+
+def _lineage(rd) -> dict | None:
+    lineage = rd.lineage()
+    return None if not lineage else {k: lineage.get(k) for k in ("parent", "parent_name", "method", "params")}
+
+
+def making_of(rd, metrics: dict, *, _seen: frozenset = frozenset()) -> dict:
+    """What it took to make this model, for its one-off cost: {time_s, processes, energy, basis, parts}.
+
+    A trained run: its training. A derived run: its parent's making (recursively, so a model compressed twice
+    pays for both steps and the training) plus its own step: `compress_time_s` when metrics.json has it (a
+    one-pass method: quantise, export, prune), else its own `train_time_s` and energy (a method that trained
+    through the trainer: distill, a recovery fine-tune). A derived run's `time_s` is in process-seconds, with
+    `processes` 1; `basis` says in words what was counted.
+    """
+    lineage = rd.lineage()
+    if not lineage:
+        return {"time_s": metrics.get("train_time_s"), "energy": metrics.get("energy"),
+                "processes": metrics.get("processes", 1), "basis": "its training (train_time_s)"}
+    if "compress_time_s" in metrics:
+        own = {"step": lineage["method"], "source": "compress_time_s", "time_s": metrics["compress_time_s"],
+               "kwh": 0.0}
+    else:
+        own = {"step": lineage["method"], "source": "its own train_time_s",
+               "time_s": (metrics.get("train_time_s") or 0.0) * (metrics.get("processes") or 1),
+               "kwh": (metrics.get("energy") or {}).get("kwh") or 0.0}
+    parent = _parent_dir(rd, lineage)
+    if parent is None or parent.path.resolve() in _seen:
+        before = [{"step": f"making {lineage.get('parent_name')}", "source": "run not found here, not counted",
+                   "time_s": 0.0, "kwh": 0.0}]
+    else:
+        made = making_of(parent, parent.read_json(parent.metrics_path), _seen=_seen | {rd.path.resolve()})
+        before = made.get("parts") or [{
+            "step": f"training {parent.path.name}", "source": "train_time_s",
+            "time_s": (made.get("time_s") or 0.0) * (made.get("processes") or 1),
+            "kwh": (made.get("energy") or {}).get("kwh") or 0.0}]
+    parts = [*before, own]
+    kwh = sum(p["kwh"] for p in parts)
+    return {"time_s": sum(p["time_s"] for p in parts), "processes": 1,
+            "energy": {"kwh": kwh, "joules": kwh * 3.6e6},
+            "basis": " + ".join(f"{p['step']} ({p['source']}, {p['time_s']:.1f} s)" for p in parts), "parts": parts}
+
+
+def _parent_dir(rd, lineage: dict):
+    """The parent run: where lineage says, else a folder of its name beside this run (runs moved together)."""
+    from modelyard.runs import RunDir
+
+    for candidate in (lineage.get("parent"), rd.path.parent / str(lineage.get("parent_name"))):
+        if candidate and Path(candidate).is_dir() and (Path(candidate) / "metrics.json").is_file():
+            return RunDir(candidate)
+    return None
 
 
 def measure_isolated(run: str | Path, *, budget_s: float = 20.0, iterations: int | None = None,

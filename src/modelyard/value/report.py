@@ -143,6 +143,67 @@ def _money_table(result: dict) -> str:
                   "break-even accuracy"], rows)
 
 
+def _amount(x: float | None) -> str:
+    """Money: whole units when it is large, cents when it is small (a tiny scenario's net can be 3.57)."""
+    if x is None:
+        return "n/a"
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.2f}"
+
+
+def made_from(r: dict) -> str:
+    """"bf16 of tiny-20261129T094135Z" for a derived run, "" for a trained one or doing nothing."""
+    lineage = r.get("lineage") or {}
+    return f"{lineage['method']} of {lineage['parent_name']}" if lineage.get("method") else ""
+
+
+def ranking_rows(result: dict) -> list[dict]:
+    """The ranking, best first, one row of display strings per candidate and one for doing nothing: what both
+    the command line and value.html show."""
+    by_name = {r["name"]: r for r in [*result["candidates"], result["do_nothing"]]}
+    names = result.get("ranking") or list(by_name)  # a value.json written before the ranking existed
+    rows = []
+    for rank, name in enumerate(names, 1):
+        r = by_name[name]
+        ci = r.get("monthly_net_interval")
+        model = r["kind"] == "model"
+        rows.append({
+            "rank": str(rank), "candidate": name, "made_from": made_from(r),
+            "net_per_month": _amount(r["monthly_net"]),
+            "interval": f"[{_amount(ci['low'])}, {_amount(ci['high'])}]" if model and ci else "",
+            "net_over_horizon": _amount(r["horizon_total"]),
+            "cost_per_1000": _g(r["cost_per_1000"]),
+            "p95_ms": _f(r["p95_ms"]) if model else "-",
+            "accuracy": _f(r["accuracy"], 4) if model else "-",
+            "note": "" if r["meets_slo"] else "breaks the latency SLO",
+        })
+    return rows
+
+
+def _ranking_table(result: dict) -> str:
+    cur = result["scenario"]["currency"]
+    rows = []
+    for r in ranking_rows(result):
+        name = html.escape(r["candidate"])
+        name = f"<b>{name}</b>" if r["candidate"] == result["recommended"] else name
+        sub = [html.escape(x) for x in (r["made_from"], r["note"]) if x]
+        rows.append([r["rank"], name + (f"<br><small>{'; '.join(sub)}</small>" if sub else ""),
+                     r["net_per_month"] + (f"<br><small>{r['interval']}</small>" if r["interval"] else ""),
+                     r["net_over_horizon"], r["cost_per_1000"], r["p95_ms"], r["accuracy"]])
+    return table(["rank", "candidate", f"net per month ({cur}, 95% CI)",
+                  f"net over {result['scenario']['horizon_months']} months ({cur})", f"cost per 1,000 ({cur})",
+                  "p95 ms", "accuracy"], rows)
+
+
+def one_off_note(result: dict) -> str:
+    """How a derived run's one-off cost was counted, in words (empty when every candidate was trained)."""
+    derived = [r for r in result["candidates"] if made_from(r)]
+    if not derived:
+        return ""
+    parts = "; ".join(f"{r['name']}: {r.get('one_off_basis') or 'not recorded'}" for r in derived)
+    return ("One-off cost of a derived run: its parent's training (and the parent's own making, if it is derived "
+            f"too) plus its own step, priced as training hardware. {parts}.")
+
+
 def write_value_report(path, result: dict) -> None:
     s, cur = result["scenario"], result["scenario"]["currency"]
     rules = table(
@@ -163,6 +224,10 @@ def write_value_report(path, result: dict) -> None:
 <p class="sub">{s['volume_per_month']:,.0f} predictions/month over {s['horizon_months']} months; serving hardware
 {s['serve']['usd_per_hour']:g} {cur}/hour{f"; latency SLO p95 &le; {slo:g} ms" if slo else ""}. Measured on
 {html.escape(describe_machine(result['machine']))}.</p>
+<h2>How do the candidates rank?</h2>{_ranking_table(result)}
+<p class="note">Ranked by net value over the horizon (one-off costs included); the interval of the net per month
+is the 95% bootstrap interval of the value per prediction on the test split, times the volume. Candidates that
+break the latency SLO rank last. {html.escape(one_off_note(result))}</p>
 <h2>How good and how fast is each candidate?</h2>{_quality_table(result)}
 <h2>What is each worth?</h2>{_money_table(result)}
 <p class="note">Value per prediction uses each model's decision rule chosen on the validation split and is measured on
