@@ -150,3 +150,22 @@ def test_value_ranks_a_run_and_its_derived_run_apart(pair, tmp_path, capsys, mon
     page = (tmp_path / "v" / "value.html").read_text()
     assert "How do the candidates rank?" in page and f"bf16 of {parent.path.name}" in page
     assert layout_problems(page) == []
+
+
+def test_a_derived_run_that_trained_shows_its_lineage_and_its_own_training(pair, tmp_path):
+    """prune's recovery fine-tune goes through the normal trainer, which writes the report before the run has a
+    lineage: the page is written again once it has one. Its one-off counts its own training, not a compression."""
+    from modelyard.compress import compress
+    from modelyard.runs import RunDir
+    from modelyard.value.measure import making_of
+
+    parent, _ = pair
+    run = compress(parent.path, "prune", output=tmp_path, recover_epochs=1, speed_iterations=2)
+    page = (run.path / "report.html").read_text()
+    assert "Where does this model come from?" in page and "by <b>prune</b>" in page
+    assert "Trained 1 epochs" in page and "Learning curves" in page and "Not trained" not in page
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    made = making_of(RunDir(run.path), metrics)
+    parent_m = json.loads((parent.path / "metrics.json").read_text())
+    assert made["time_s"] == pytest.approx(parent_m["train_time_s"] + metrics["train_time_s"])
+    assert "prune (its own train_time_s" in made["basis"]

@@ -137,4 +137,7 @@ def finish_trained(parent, run: RunDir, method: str, params: dict, *, notes: lis
         speed=measure_pair(parent.predictor, model, parent.split("test").x, budget_s=speed_budget_s,
                            iterations=speed_iterations), **(facts or {}))
     run.write_json(run.metrics_path, metrics)
+    from modelyard.report.html import render_run
+
+    render_run(run.path)  # the trainer wrote the report before the run had a lineage to show
     return metrics
