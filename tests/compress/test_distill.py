@@ -40,6 +40,13 @@ def teacher(no_report, tmp_path_factory):
     return modelyard.train(TEACHER, output=tmp_path_factory.mktemp("teacher"), quiet=True).path
 
 
+@pytest.fixture(scope="module")
+def tfidf_teacher(no_report, tmp_path_factory, topics_csv):
+    cfg = tiny_config(name="tfidf", data={"source": f"csv:{topics_csv}", "text": "description", "target": "topic"})
+    cfg["model"] = {"name": "tfidf-linear"}
+    return modelyard.train(cfg, output=tmp_path_factory.mktemp("tfidf"), quiet=True).path
+
+
 def fingerprint(folder) -> dict:
     """Every file of a run directory and its SHA-256: what 'the parent is never modified' compares."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -148,7 +155,7 @@ def test_a_resumed_distilled_run_reloads_its_teacher_and_ends_like_an_uninterrup
     assert plain.metrics["test"]["log_loss"] != pytest.approx(whole.metrics["test"]["log_loss"], rel=1e-5)
 
 
-def test_train_distill_checks_the_teacher_before_the_first_step(teacher, tmp_path, wine_csv):
+def test_train_distill_checks_the_teacher_before_the_first_step(teacher, tfidf_teacher, tmp_path, wine_csv):
     def student(**train):
         return tiny_config(name="student", train={"distill": {"teacher": str(teacher)}, **train})
 
@@ -164,21 +171,24 @@ def test_train_distill_checks_the_teacher_before_the_first_step(teacher, tmp_pat
     missing = student(distill={"teacher": str(tmp_path / "nowhere")})
     with pytest.raises(ConfigError, match=r"train.distill.teacher .*nowhere: run directory .* not found"):
         modelyard.train(missing, output=tmp_path, quiet=True)
+    tfidf = student(distill={"teacher": str(tfidf_teacher)})
+    with pytest.raises(ConfigError, match=r"teacher's model \(tfidf-linear, family estimator\) is a TF-IDF model, "
+                                          r"which gives no logits"):
+        modelyard.train(tfidf, output=tmp_path, quiet=True)
+    started = [p for p in tmp_path.iterdir() if p.name.startswith("student-")]
+    assert started and all(RunDir(p).current_status() == "failed" and not (p / "checkpoints").exists()
+                           for p in started)  # each stopped before its first step
 
 
-def test_compress_distill_refuses_bad_teachers_and_options(teacher, tmp_path, capsys, topics_csv):
+def test_compress_distill_refuses_bad_teachers_and_options(teacher, tfidf_teacher, tmp_path, capsys):
     before = fingerprint(teacher)
     failed = tmp_path / "failed-teacher"
     shutil.copytree(teacher, failed)
     RunDir(failed).set_status(status="failed", error="RuntimeError: boom")
-    tfidf_cfg = tiny_config(name="tfidf", data={"source": f"csv:{topics_csv}", "text": "description",
-                                                "target": "topic"})
-    tfidf_cfg["model"] = {"name": "tfidf-linear"}
-    tfidf = modelyard.train(tfidf_cfg, output=tmp_path, quiet=True).path
     cases = [
         ((tmp_path / "nowhere", "--method", "distill"), "not found"),
         ((failed, "--method", "distill"), "is failed, not completed"),
-        ((tfidf, "--method", "distill"), "distill does not apply to .* estimator model"),
+        ((tfidf_teacher, "--method", "distill"), "distill does not apply to .* estimator model"),
         ((teacher, "--method", "distill", "--layers", "2"), "--layers is for Transformer teachers"),
         ((teacher, "--method", "distill", "--layers", "0"), "layers"),
         ((teacher, "--method", "distill", "--set", "seed=3"), "cannot change"),

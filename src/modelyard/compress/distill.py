@@ -84,7 +84,7 @@ def distill(parent, params: DistillParams, *, output: Path, quiet: bool = True, 
 
 def plan_student(parent, params: DistillParams) -> StudentPlan:
     """The student's model section from the teacher's: fewer layers (hf, text-transformer) or narrower (torch)."""
-    model = parent.cfg.model.model_dump(mode="json")
+    model = dict(parent.predictor.meta["model"])  # modelyard.json's, not config.yaml's: the parent may be pruned
     loss = {"temperature": params.temperature, "alpha": params.alpha}
     if parent.family == "hf":
         if params.width is not None:
@@ -120,6 +120,9 @@ def plan_student(parent, params: DistillParams) -> StudentPlan:
 
 
 def check_layers(layers: int, total: int, parent) -> int:
+    if total < 2:
+        raise ConfigError(f"compress --method distill: the teacher {parent.run.path} has one layer, so no student "
+                          "can have fewer" + ("" if parent.family == "hf" else "; pass --width F for a narrower one"))
     if not 1 <= layers < total:
         raise ConfigError(f"compress --method distill: --layers {layers} must be from 1 to {total - 1}: the teacher "
                           f"{parent.run.path} has {total} layers and the student must have fewer")

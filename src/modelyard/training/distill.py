@@ -118,11 +118,11 @@ def open_teacher(path: str, *, device):
         raise ConfigError(f"{where}: the teacher is a language model; a teacher must be a classifier (torch or hf) "
                           "whose class probabilities the student learns")
     if predictor.family not in TEACHER_FAMILIES:
-        why = ("a TF-IDF model gives no logits to soften" if predictor.family == "estimator"
-               else f"its {predictor.family} runtime does not run in the training loop")
-        raise ConfigError(f"{where}: the teacher is a {predictor.family} model ({predictor.meta['model']['name']}) and "
-                          f"{why}; a teacher must be a {' or '.join(TEACHER_FAMILIES)} classifier (its parent run, if "
-                          f"it was compressed)")
+        why = ("is a TF-IDF model, which gives no logits to soften" if predictor.family == "estimator"
+               else f"runs on {predictor.family}, which the training loop does not call")
+        raise ConfigError(f"{where}: the teacher's model ({predictor.meta['model']['name']}, family {predictor.family}) "
+                          f"{why}; a teacher must be a {' or '.join(TEACHER_FAMILIES)} classifier (for a compressed "
+                          f"model, its parent run)")
     return predictor
 
 
