@@ -32,6 +32,7 @@ def test_list_shows_status_experiment_metric_and_size(capsys, runs_folder, digit
     assert rows[ok.name]["bytes"] == sum(f.stat().st_size for f in ok.rglob("*") if f.is_file())
     code, out, _ = cli(capsys, "runs", "list", folder)
     assert code == 0 and ok.name in out and "failed" in out and f"{accuracy:.4f}" in out
+    assert rows[ok.name]["parent"] is None and "made from" not in out  # the column only when a derived run is listed
 
 
 def test_clean_failed_deletes_only_failed_runs(capsys, runs_folder):

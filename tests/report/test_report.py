@@ -322,3 +322,29 @@ def test_the_tiny_runs_page_fits_1280px(digits_run, tmp_path):
     if find_browser() is not None:  # what `make report-png` runs; exit 1 would mean wider than the window
         assert render_main([str(digits_run.path), "--out", str(tmp_path)]) == 0
         assert png_size((tmp_path / "tiny-report.png").read_bytes())[0] == WINDOW_PX
+
+
+def test_modelyard_report_quotes_test_texts_again_and_keeps_an_estimators_sentence(topics_csv, tmp_path, capsys):
+    """A text run's page is written anew with the test texts read back from its data; without the data it is
+    written anyway, and the command says what the page lacks."""
+    import shutil
+
+    from tests.conftest import cli_in_process
+
+    cfg = tiny_config(name="tfidf", data={"source": f"csv:{topics_csv}", "text": "description", "target": "topic"})
+    cfg["model"] = {"name": "tfidf-linear", "ngram_max": 1, "max_features": 200}
+    run = modelyard.train(cfg, output=tmp_path / "runs", quiet=True)
+    before = (run.path / "report.html").read_text()
+    (run.path / "report.html").unlink()
+    code, out, err = cli_in_process(capsys, "report", run.path)
+    after = (run.path / "report.html").read_text()
+    assert code == 0 and out.strip() == str(run.path / "report.html") and "note:" not in err
+    quoted = re.findall(r"<td class='text'>.*?</td>", before)
+    assert quoted and re.findall(r"<td class='text'>.*?</td>", after) == quoted  # the same texts, read back
+    assert "Fitted in" in after and "a scikit-learn estimator" in after
+    copy = tmp_path / "moved" / run.path.name
+    shutil.copytree(run.path, copy)
+    (copy / "config.yaml").write_text((copy / "config.yaml").read_text().replace(str(topics_csv), "/gone/t.csv"))
+    code, _, err = cli_in_process(capsys, "report", copy)
+    assert code == 0 and "note: no example texts in the confused-pairs table" in err and "/gone/t.csv" in err
+    assert "<td class='text'>" not in (copy / "report.html").read_text()

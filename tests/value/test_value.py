@@ -336,3 +336,36 @@ def test_two_runs_of_one_experiment_are_named_by_their_run_folders():
     assert [r["name"] for r in result["candidates"]] == ["tiny-20260101T000000Z", "tiny-20260102T000000Z"]
     assert [r["name"] for r in compare([a, a], load_scenario(HAND), resamples=0)["candidates"]] == [
         "tiny-20260101T000000Z", "tiny-20260101T000000Z #2"]
+
+
+def _run(folder, name: str, metrics: dict, lineage: dict | None = None):
+    """A run directory holding just what `making_of` reads: run.json (its lineage) and metrics.json."""
+    from modelyard.runs import RunDir
+
+    path = folder / name
+    path.mkdir()
+    (path / "run.json").write_text(json.dumps({"format_version": 2, **({"lineage": lineage} if lineage else {})}))
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    return RunDir(path)
+
+
+def test_a_derived_runs_making_counts_every_step_back_to_the_training(tmp_path):
+    from modelyard.value.measure import making_of
+
+    trained = _run(tmp_path, "big-1", {"train_time_s": 100.0, "processes": 2, "energy": {"kwh": 0.5}})
+    pruned = _run(tmp_path, "big-prune-1", {"train_time_s": 30.0, "processes": 1, "energy": {"kwh": 0.1},
+                                            "epochs": 1},
+                  {"parent": "/moved/away/big-1", "parent_name": "big-1", "method": "prune"})  # found beside it
+    onnx_metrics = {"compress_time_s": 4.0, "train_time_s": 30.0}  # write_derived copies the parent's train time
+    onnx = _run(tmp_path, "big-prune-onnx-1", onnx_metrics,
+                {"parent": str(pruned.path), "parent_name": "big-prune-1", "method": "onnx"})
+    made = making_of(onnx, onnx_metrics)
+    # 100 s x 2 processes of training, 30 s of recovery fine-tune, 4 s of export; energy 0.5 + 0.1 kWh
+    assert made["time_s"] == pytest.approx(234.0) and made["processes"] == 1
+    assert made["energy"]["kwh"] == pytest.approx(0.6)
+    assert made["basis"] == ("training big-1 (train_time_s, 200.0 s) + prune (its own train_time_s, 30.0 s) + "
+                             "onnx (compress_time_s, 4.0 s)")
+    orphan = _run(tmp_path, "lost-bf16-1", {"compress_time_s": 1.0},
+                  {"parent": "/nowhere/lost-1", "parent_name": "lost-1", "method": "bf16"})
+    made = making_of(orphan, {"compress_time_s": 1.0})
+    assert made["time_s"] == 1.0 and "run not found here, not counted" in made["basis"]
