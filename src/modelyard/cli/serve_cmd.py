@@ -21,11 +21,15 @@ import click
               help="Larger request bodies get 413.")
 @click.option("--max-items", default=1024, show_default=True, type=click.IntRange(1, 1_000_000),
               help="Most items in one request.")
+@click.option("--runtime", type=click.Choice(["auto", "onnx"]), default="auto", show_default=True,
+              help="auto: what the model folder holds; onnx: a torch or hf model is exported to ONNX once (kept "
+                   "in MODELYARD_HOME/onnx-cache) and served by ONNX Runtime.")
 @click.option("--no-auth", is_flag=True, help="Serve without API keys (local experiments only).")
 @click.option("--no-access-log", is_flag=True,
               help="Write no line per request (time, client name, route, status, latency) to stderr.")
 def serve(model: str, name: str | None, host: str, port: int, workers: int, max_batch_size: int,
-          max_wait_ms: float, max_body_mb: float, max_items: int, no_auth: bool, no_access_log: bool) -> None:
+          max_wait_ms: float, max_body_mb: float, max_items: int, runtime: str, no_auth: bool,
+          no_access_log: bool) -> None:
     """Serve MODEL over HTTP: NAME (its production version, else the latest) or NAME:VERSION from the registry,
     or a run directory written as a path (./digits, runs/digits-...; a bare name always means the registry)."""
     from modelyard.serving.app import ServerConfig, serve as run_server
@@ -37,7 +41,7 @@ def serve(model: str, name: str | None, host: str, port: int, workers: int, max_
         click.echo("warning: --no-auth: anyone who can reach this port can use the model", err=True)
     cfg = ServerConfig(model=model, name=name, auth=not no_auth, max_batch_size=max_batch_size,
                        max_wait_ms=max_wait_ms, max_body_bytes=int(max_body_mb * 2**20), max_items=max_items,
-                       access_log=not no_access_log)
+                       access_log=not no_access_log, runtime=runtime)
     run_server(cfg, host=host, port=port, workers=workers, serving=shown)  # prints the URL once the port is bound
 
 

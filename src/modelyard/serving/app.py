@@ -46,6 +46,7 @@ class ServerConfig:
     max_items: int = 1024
     db_url: str | None = None
     access_log: bool = True
+    runtime: str = "auto"  # "onnx": a torch or hf model is exported to ONNX and served by ONNX Runtime
 
 
 def create_app(cfg: ServerConfig) -> FastAPI:

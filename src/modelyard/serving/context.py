@@ -43,6 +43,8 @@ class Served:
 
         run_path, record = resolve(cfg.model, url=cfg.db_url)
         model = load(run_path)
+        if cfg.runtime == "onnx" and getattr(model, "family", None) != "onnx":
+            model = _onnx_copy(model)
         metrics = ServerMetrics()
         is_lm = model.task == "lm"
         return cls(model=model, name=cfg.name or (record["name"] if record else model.name),
@@ -110,3 +112,13 @@ class Served:
                              "data's statistics, some are no longer finite numbers); send values in the "
                              "training data's units")
         return t
+
+
+def _onnx_copy(model):
+    """The model exported to ONNX (once; later starts reuse the copy), loaded to run on ONNX Runtime."""
+    from modelyard.artifact import load
+    from modelyard.compress.export import serving_copy
+
+    folder = serving_copy(model)
+    log.info("serving through ONNX Runtime: the model of %s, exported to %s", model.model_dir, folder)
+    return load(folder)
