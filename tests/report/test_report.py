@@ -307,7 +307,7 @@ def test_value_page_fits_the_window_with_narrow_tables_and_titled_charts(tmp_pat
     assert len(alts) == 3 and all("?" in a for a in alts)
     assert "<b>candidate-1</b><br><small>recommended</small>" in page
     assert "candidate-2<br><small>breaks the SLO</small>" in page
-    ranked = re.findall(r"<tr><td>(\d)</td><td>(?:<b>)?([a-z0-9 -]+)", page)
+    ranked = re.findall(r"<tr><td>(\d)</td><td class=.text.>(?:<b>)?([a-z0-9 -]+)", page)
     assert ranked == [("1", "candidate-1"), ("2", "candidate-0"), ("3", "do nothing"), ("4", "candidate-2")]
     assert "candidate-2<br><small>onnx-int8 of candidate-0-20260101T000000Z; breaks the latency SLO</small>" in page
     assert "950<br><small>[850, 1,050]</small>" in page  # candidate-1's net per month and its interval

@@ -186,10 +186,11 @@ def _ranking_table(result: dict) -> str:
         name = html.escape(r["candidate"])
         name = f"<b>{name}</b>" if r["candidate"] == result["recommended"] else name
         sub = [html.escape(x) for x in (r["made_from"], r["note"]) if x]
-        rows.append([r["rank"], name + (f"<br><small>{'; '.join(sub)}</small>" if sub else ""),
+        rows.append([r["rank"], "<td class='text'>" + name + (f"<br><small>{'; '.join(sub)}</small>" if sub else "")
+                     + "</td>",
                      r["net_per_month"] + (f"<br><small>{r['interval']}</small>" if r["interval"] else ""),
                      r["net_over_horizon"], r["cost_per_1000"], r["p95_ms"], r["accuracy"]])
-    return table(["rank", "candidate", f"net per month ({cur}, 95% CI)",
+    return table(["rank", "<th class='text'>candidate</th>", f"net per month ({cur}, 95% CI)",
                   f"net over {result['scenario']['horizon_months']} months ({cur})", f"cost per 1,000 ({cur})",
                   "p95 ms", "accuracy"], rows)
 
