@@ -161,7 +161,7 @@ def test_calibration_batches_on_a_text_model_is_refused(text_hf_run, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_quantize_onnx_dynamic_takes_an_onnx_parent(text_hf_run, derived):
+def test_quantize_onnx_dynamic_takes_an_onnx_parent(text_hf_run, cnn_run, derived):
     from modelyard.compress.base import open_parent
     from modelyard.compress.export import quantize_onnx_dynamic
 
@@ -172,6 +172,8 @@ def test_quantize_onnx_dynamic_takes_an_onnx_parent(text_hf_run, derived):
     assert np.abs(out.adapter.logits(ids).numpy() - parent.adapter.logits(ids).numpy()).max() < 0.1
     with pytest.raises(ConfigError, match="quantised already"):
         quantize_onnx_dynamic(open_parent(derived(text_hf_run, "onnx-int8").path))
+    cnn = quantize_onnx_dynamic(open_parent(derived(cnn_run, "onnx").path))  # its Gemm layers, as MatMulInteger
+    assert 0.5 < cnn.facts["int8_weight_fraction"] < 1  # the convolutions stay fp32
 
 
 # ---------------------------------------------------------------- what does not apply
@@ -188,6 +190,17 @@ def test_an_unsupported_operator_is_named_and_leaves_no_run(cnn_run, tmp_path, c
     assert "Traceback" not in err and "graph(" not in out + err  # no exporter dump of the traced graph
     assert not list(tmp_path.iterdir())  # no derived run, half-written or otherwise
     assert tree_digest(cnn_run) == before
+
+
+def test_a_forward_that_branches_on_the_batch_size_is_caught_before_anything_is_written(cnn_run, tmp_path,
+                                                                                         monkeypatch):
+    from modelyard.models.cnn import LeNet5
+
+    forward = LeNet5.forward
+    monkeypatch.setattr(LeNet5, "forward", lambda self, x: forward(self, x) * (2.0 if x.shape[0] == 2 else 1.0))
+    with pytest.raises(ConfigError, match="does not answer as the torch model does.*control flow.*bf16"):
+        compress(cnn_run, "onnx", output=tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def test_estimators_and_language_models_are_refused_by_the_framework(topics_csv, corpus_txt, tmp_path):

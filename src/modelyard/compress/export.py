@@ -85,8 +85,8 @@ def onnx_int8(parent, params: OnnxInt8Params, **_) -> Compressed:
 
 
 def quantize_onnx_dynamic(parent, params=None) -> Compressed:
-    """int8-dynamic of an onnx parent: its graph with int8 weights (MatMul, attention, embeddings), activations
-    quantised per batch at run time.
+    """int8-dynamic of an onnx parent: its graph with int8 weights (MatMul, attention, embeddings; ONNX Runtime turns
+    Gemm into MatMul to quantise it), activations quantised per batch at run time.
 
     Raises:
         ConfigError: the parent's graph is quantised already.
@@ -150,14 +150,15 @@ def export_graph(predictor, *, opset: int = OPSET, instead: str = "keep the torc
     axes["logits"] = {0: "batch"}
     _trace_to_onnx(net, example, path, inputs=inputs, axes=axes, opset=opset, instead=instead,
                    where=predictor.model_dir)
+    _check_against_torch(net, example, path, inputs=inputs, instead=instead, where=predictor.model_dir)
     info = {"opset": opset, "inputs": inputs, "exporter": f"torch.onnx TorchScript exporter (torch "
                                                           f"{torch.__version__.split('+')[0]})"}
     notes = [f"exported with torch.onnx (opset {opset}); run by ONNX Runtime on the CPU with all graph optimisations"]
     graph = Graph(path, info, hf_dir, scratch, notes)
     if isinstance(module, HFClassifier):
         _fuse_transformer(graph, module.hf.config)
-        notes.append(f"texts are sorted by length into sub-batches of 8 and trimmed of shared padding before the "
-                     f"session runs, as the torch model does")
+        notes.append("texts are sorted by length into sub-batches of 8 and trimmed of shared padding before the "
+                     "session runs, as the torch model does")
     return graph
 
 
@@ -222,6 +223,24 @@ def _trace_to_onnx(net, example, path: Path, *, inputs, axes, opset: int, instea
     except (torch.onnx.errors.OnnxExporterError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{where}: the model does not export to ONNX ({first[:300]}); {instead}") from None
+
+
+def _check_against_torch(net, example, path: Path, *, inputs, instead: str, where: Path) -> None:
+    """The graph must answer as the module does, on one more row than it was traced with: tracing records one
+    path through Python control flow, and a forward that branches on shapes or values exports a wrong graph."""
+    import numpy as np
+    import torch
+
+    from modelyard.adapters.onnx_runtime import open_session
+
+    rows = tuple(torch.cat([x, x[:1]]) for x in example)  # (B + 1, ...): the batch axis must be dynamic
+    with torch.no_grad():
+        want = net(*rows).float().numpy()
+    got = open_session(path).run(None, {name: x.numpy() for name, x in zip(inputs, rows)})[0]
+    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-4):
+        gap = float(np.abs(got - want).max()) if got.shape == want.shape else f"shape {got.shape}, not {want.shape}"
+        raise ConfigError(f"{where}: the exported graph does not answer as the torch model does ({gap}): its "
+                          f"forward has Python control flow on shapes or values that tracing fixed; {instead}")
 
 
 def _unsupported_message(message: str, opset: int, instead: str) -> str:
