@@ -190,11 +190,15 @@ def test_an_amount_that_cannot_be_pruned_is_refused_before_anything_is_written(c
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_model_structured_pruning_does_not_know_is_told_to_use_unstructured():
-    cfg = MODELS.get("resnet18").config.model_validate({"name": "resnet18"})
+@pytest.mark.parametrize("spec, message", [
+    ({"name": "resnet18"}, "structured prune knows .*mlp.*resnet18. Use --unstructured"),
+    ({"name": "mlp", "hidden_sizes": []}, "no hidden layer or channel to remove .*use --unstructured"),
+])
+def test_a_model_structured_pruning_cannot_cut_is_told_to_use_unstructured(spec, message):
+    cfg = MODELS.get(spec["name"]).config.model_validate(spec)
     module = create_model(cfg, input_shape=(3, 16, 16), num_classes=2)
     meta = {"model": cfg.model_dump(mode="json"), "input_shape": [3, 16, 16], "labels": ["a", "b"], "model_inputs": {}}
-    with pytest.raises(ConfigError, match="structured prune knows .*mlp.*resnet18. Use --unstructured"):
+    with pytest.raises(ConfigError, match=message):
         prune_widths(fake_parent(module, meta), 0.5)
 
 

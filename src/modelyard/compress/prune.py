@@ -170,6 +170,9 @@ def prune_widths(parent, amount: float) -> Pruned:
                           f"{parent.run.path} is a {name}. Use --unstructured")
     module = parent.adapter.module
     widths = model_widths(module, name, spec)
+    if not widths:
+        raise ConfigError(f"{parent.run.path}'s {name} has no hidden layer or channel to remove (only its head); "
+                          "use --unstructured")
     counts = {(key, i): kept_count(spec[key][i], amount, f"model.{key}[{i}]", parent.run.path)
               for key, i in (w.config_key for w in widths)}
     state = {k: v.detach().clone() for k, v in module.state_dict().items()}
