@@ -124,6 +124,18 @@ def test_texts_sorted_by_length_and_trimmed_give_the_answers_of_whole_padded_bat
                                    atol=1e-4)
 
 
+def test_a_fused_graph_that_answers_differently_is_not_kept(text_hf_run):
+    from modelyard.compress.export import _fuse_transformer, export_graph
+
+    predictor = modelyard.load(text_hf_run)
+    graph = export_graph(predictor)
+    before, info = graph.path.read_bytes(), {k: v for k, v in graph.info.items() if k != "transformer_optimizer"}
+    graph.info = dict(info)
+    _fuse_transformer(graph, predictor.adapter.module.hf.config, lambda path: "scores differ by up to 0.5")
+    assert graph.path.read_bytes() == before and graph.info == info
+    assert "did not answer as the torch model does (scores differ by up to 0.5)" in graph.notes[-1]
+
+
 # ---------------------------------------------------------------- int8
 
 def test_onnx_int8_calibrates_the_cnn_statically(cnn_run, derived):

@@ -150,13 +150,16 @@ def export_graph(predictor, *, opset: int = OPSET, instead: str = "keep the torc
     axes["logits"] = {0: "batch"}
     _trace_to_onnx(net, example, path, inputs=inputs, axes=axes, opset=opset, instead=instead,
                    where=predictor.model_dir)
-    _check_against_torch(net, example, path, inputs=inputs, instead=instead, where=predictor.model_dir)
+    gap = _gap_to_torch(net, example, path, inputs)
+    if gap:
+        raise ConfigError(f"{predictor.model_dir}: the exported graph does not answer as the torch model does ({gap}): "
+                          f"its forward has Python control flow on shapes or values that tracing fixed; {instead}")
     info = {"opset": opset, "inputs": inputs, "exporter": f"torch.onnx TorchScript exporter (torch "
                                                           f"{torch.__version__.split('+')[0]})"}
     notes = [f"exported with torch.onnx (opset {opset}); run by ONNX Runtime on the CPU with all graph optimisations"]
     graph = Graph(path, info, hf_dir, scratch, notes)
     if isinstance(module, HFClassifier):
-        _fuse_transformer(graph, module.hf.config)
+        _fuse_transformer(graph, module.hf.config, lambda fused: _gap_to_torch(net, example, fused, inputs))
         notes.append("texts are sorted by length into sub-batches of 8 and trimmed of shared padding before the "
                      "session runs, as the torch model does")
     return graph
@@ -225,9 +228,10 @@ def _trace_to_onnx(net, example, path: Path, *, inputs, axes, opset: int, instea
         raise ConfigError(f"{where}: the model does not export to ONNX ({first[:300]}); {instead}") from None
 
 
-def _check_against_torch(net, example, path: Path, *, inputs, instead: str, where: Path) -> None:
-    """The graph must answer as the module does, on one more row than it was traced with: tracing records one
-    path through Python control flow, and a forward that branches on shapes or values exports a wrong graph."""
+def _gap_to_torch(net, example, path: Path, inputs) -> str | None:
+    """How the graph's answers differ from the module's on one more row than it was traced with (None: they
+    agree). Tracing records one path through Python control flow, so a forward that branches on shapes or
+    values exports a wrong graph; a fusion that misreads a graph (pruned attention heads) would too."""
     import numpy as np
     import torch
 
@@ -237,10 +241,11 @@ def _check_against_torch(net, example, path: Path, *, inputs, instead: str, wher
     with torch.no_grad():
         want = net(*rows).float().numpy()
     got = open_session(path).run(None, {name: x.numpy() for name, x in zip(inputs, rows)})[0]
-    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-4):
-        gap = float(np.abs(got - want).max()) if got.shape == want.shape else f"shape {got.shape}, not {want.shape}"
-        raise ConfigError(f"{where}: the exported graph does not answer as the torch model does ({gap}): its "
-                          f"forward has Python control flow on shapes or values that tracing fixed; {instead}")
+    if got.shape != want.shape:
+        return f"output shape {got.shape}, not {want.shape}"
+    if not np.allclose(got, want, rtol=1e-3, atol=1e-4):
+        return f"scores differ by up to {float(np.abs(got - want).max()):.3g}"
+    return None
 
 
 def _unsupported_message(message: str, opset: int, instead: str) -> str:
@@ -280,9 +285,10 @@ def _quiet_output():
             os.close(fd)
 
 
-def _fuse_transformer(graph: Graph, config) -> None:
+def _fuse_transformer(graph: Graph, config, gap_to_torch) -> None:
     """ONNX Runtime's transformer optimiser on a BERT-like encoder (attention, embedding + layer norm, skip layer
-    norm, bias + GELU fused into single kernels), as Hugging Face Optimum runs it."""
+    norm, bias + GELU fused into single kernels), as Hugging Face Optimum runs it; the fused graph is kept only
+    if it answers as the torch model does (`gap_to_torch(path)` is None)."""
     if config.model_type not in BERT_LIKE:
         graph.notes.append(f"no transformer fusions: ONNX Runtime's optimiser has no patterns for "
                            f"{config.model_type!r} models (only the generic graph optimisations apply)")
@@ -295,6 +301,11 @@ def _fuse_transformer(graph: Graph, config) -> None:
                                hidden_size=config.hidden_size, opt_level=0)  # the session applies the rest at load
         fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
         model.save_model_to_file(str(fused_path))
+    gap = gap_to_torch(fused_path)
+    if gap:
+        graph.notes.append(f"no transformer fusions: the fused graph did not answer as the torch model does ({gap}), "
+                           "so the unfused one is kept")
+        return
     fused_path.replace(graph.path)
     graph.info["transformer_optimizer"] = {"model_type": "bert", "fused": fused}
     graph.notes.append(f"ONNX Runtime's transformer optimiser fused {fused.get('Attention', 0)} attention blocks "
