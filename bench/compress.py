@@ -36,6 +36,8 @@ parser.add_argument("--keep", default="runs/bench-text")
 parser.add_argument("--rounds", type=int, default=5, help="round-robin timing rounds (medians are quoted)")
 parser.add_argument("--texts", type=int, default=64, help="texts per timing round and candidate")
 parser.add_argument("--only", default="", help="comma-separated candidate names to make and time")
+parser.add_argument("--student-epochs", type=int, default=3, help="the distilled student's epochs (the teacher's: 3)")
+parser.add_argument("--recover-epochs", type=int, default=1, help="structured pruning's recovery epochs")
 args = parser.parse_args()
 keep = Path(args.keep)
 
@@ -45,9 +47,9 @@ CANDIDATES = [
     ("onnx fp32", "onnx", {}, None),
     ("onnx int8", "onnx-int8", {}, None),
     ("bf16", "bf16", {}, None),
-    ("prune ffn 30%", "prune", {"amount": 0.3, "structured": True, "recover_epochs": 1}, None),
-    ("prune ffn 50%", "prune", {"amount": 0.5, "structured": True, "recover_epochs": 1}, None),
-    ("student 3 layers", "distill", {"layers": 3}, None),
+    ("prune ffn 30%", "prune", {"amount": 0.3, "structured": True, "recover_epochs": args.recover_epochs}, None),
+    ("prune ffn 50%", "prune", {"amount": 0.5, "structured": True, "recover_epochs": args.recover_epochs}, None),
+    ("student 3 layers", "distill", {"layers": 3, "epochs": args.student_epochs}, None),
     ("student 3 layers onnx int8", "onnx-int8", {}, "student 3 layers"),
 ]
 if args.only:
