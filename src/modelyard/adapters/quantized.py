@@ -77,14 +77,19 @@ def _quantized_layers(module) -> dict:
     return {name: m for name, m in module.named_modules() if isinstance(m, (nnqd.Linear, nnq.Embedding))}
 
 
-def int8_tensors(module) -> dict:
-    """Every tensor of a quantised module as plain tensors that safetensors can hold (see the module docstring)."""
+def _weight_and_bias(layer):
+    """A quantised layer's weight (a quantised tensor) and float bias (None for an embedding or no bias)."""
     import torch.ao.nn.quantized.dynamic as nnqd
 
+    return layer._weight_bias() if isinstance(layer, nnqd.Linear) else (layer.weight(), None)
+
+
+def int8_tensors(module) -> dict:
+    """Every tensor of a quantised module as plain tensors that safetensors can hold (see the module docstring)."""
     layers = _quantized_layers(module)
     tensors = {}
     for name, layer in layers.items():
-        weight, bias = layer._weight_bias() if isinstance(layer, nnqd.Linear) else (layer.weight(), None)
+        weight, bias = _weight_and_bias(layer)
         tensors[f"{name}.weight"] = weight.int_repr()
         tensors[f"{name}.weight_scales"] = weight.q_per_channel_scales()
         tensors[f"{name}.weight_zero_points"] = weight.q_per_channel_zero_points()
@@ -94,8 +99,7 @@ def int8_tensors(module) -> dict:
     for key, value in module.state_dict().items():
         if not key.startswith(inside_layers):
             tensors[key] = value.detach()
-    # Tied weights share storage, which safetensors refuses: each name gets its own copy (they are small: a
-    # tied embedding is quantised, and its int8 copy is what is saved).
+    # safetensors refuses tensors that share storage (tied weights left in float): each name gets its own copy.
     return {key: value.contiguous().clone() for key, value in tensors.items()}
 
 
@@ -142,16 +146,16 @@ class Int8Adapter(TorchAdapter):
 
     def save(self, folder: Path, labels: list[str]) -> dict:
         import torch
+        import torch.ao.nn.quantized.dynamic as nnqd
         from safetensors.torch import save_file
 
         save_file(int8_tensors(self.model), str(folder / "model.safetensors"))
         if self.base_family == "hf":
             _save_hf_config_and_tokenizer(self.model, folder / "hf", labels)
-        import torch.ao.nn.quantized.dynamic as nnqd
-
-        linear = sum(isinstance(m, nnqd.Linear) for m in _quantized_layers(self.model).values())
+        layers = _quantized_layers(self.model).values()
+        linear = sum(isinstance(m, nnqd.Linear) for m in layers)
         return {"weights": "model.safetensors", "base_family": self.base_family,
-                "int8": {"linear_layers": linear, "embedding_layers": len(_quantized_layers(self.model)) - linear,
+                "int8": {"linear_layers": linear, "embedding_layers": len(layers) - linear,
                          "weights": "int8 per output channel; activations quantised per batch at run time",
                          "embeddings": "uint8 per row, float scale and offset",
                          "engine": torch.backends.quantized.engine}}
@@ -175,11 +179,9 @@ class Int8Adapter(TorchAdapter):
 
     def count_parameters(self) -> dict:
         """Elements of the original float weights (an int8 weight counts as one parameter, as it did in float)."""
-        layers = _quantized_layers(self.model)
-        tensors = int8_tensors(self.model)
-        quantised = sum(tensors[f"{n}.weight"].numel() + (tensors[f"{n}.bias"].numel() if f"{n}.bias" in tensors
-                                                           else 0) for n in layers)
-        total = quantised + sum(p.numel() for p in self.model.parameters())
+        quantised = sum(t.numel() for layer in _quantized_layers(self.model).values()
+                        for t in _weight_and_bias(layer) if t is not None)
+        total = quantised + sum(p.numel() for p in self.model.parameters())  # the layers left in float
         return {"parameters": total, "trainable_parameters": 0, "trainable_fraction": 0.0}
 
 
