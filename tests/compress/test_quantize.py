@@ -161,3 +161,12 @@ def test_on_an_onnx_parent_int8_dynamic_is_onnx_runtimes_quantiser(bert, tmp_pat
     assert meta["family"] == "onnx" and meta["lineage"]["method"] == "int8-dynamic"
     assert meta["onnx"]["quantization"]["mode"] == "dynamic"
     assert run.metrics["bytes_on_disk"] < onnx_run.metrics["bytes_on_disk"]
+
+
+def test_the_flop_count_of_an_int8_model_is_its_float_parents(mlp):
+    from modelyard.value.measure import flops_per_example
+
+    parent, _, _, run = mlp
+    raw, parts, _ = read_run_splits(RunDir(parent.path))
+    pool = raw.take(parts["test"]).x
+    assert flops_per_example(modelyard.load(run.path), pool) == flops_per_example(modelyard.load(parent.path), pool) > 0

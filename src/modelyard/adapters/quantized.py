@@ -12,6 +12,7 @@ the saved one did.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,10 +124,28 @@ def set_int8_tensors(module, tensors: dict) -> None:
                 own[key].copy_(value)
 
 
+@functools.cache
+def _count_int8_linear_flops() -> None:
+    """Teach torch's FLOP counter (which `modelyard value` uses) the int8 linear op, which it would count as 0:
+    2 x inputs x outputs per row, as it counts a float matmul."""
+    import math
+
+    import torch
+    from torch.utils.flop_counter import register_flop_formula
+
+    @register_flop_formula(torch.ops.quantized.linear_dynamic)
+    def linear_dynamic_flops(x_shape, packed, *args, out_shape=None, **kwargs) -> int:
+        return 2 * math.prod(x_shape) * out_shape[-1]
+
+
 @register_adapter
 class Int8Adapter(TorchAdapter):
     family = "torch-int8"
     new_format = True
+
+    def __init__(self, model, meta: dict | None = None) -> None:
+        _count_int8_linear_flops()
+        super().__init__(model, meta)
 
     @property
     def device(self):
