@@ -14,8 +14,10 @@ from modelyard.units import human_bytes
 @click.option("--output", type=click.Path(file_okay=False), help="Folder for the derived run (default: beside RUN).")
 @click.option("--amount", type=float, help="prune: fraction of weights (or FFN neurons/channels) to remove.")
 @click.option("--structured/--unstructured", default=None,
-              help="prune: remove whole neurons, channels or heads (faster), or single weights (smaller only).")
-@click.option("--recover-epochs", type=int, help="prune, structured: epochs of fine-tuning to recover accuracy.")
+              help="prune: remove whole neurons or channels (smaller and faster; the default), or zero single "
+                   "weights (no faster on dense CPU kernels).")
+@click.option("--recover-epochs", type=int, help="prune: epochs of fine-tuning after pruning (default 1 structured, "
+                                                  "0 unstructured).")
 @click.option("--layers", type=int, help="distill: the student Transformer's layer count (from the teacher's).")
 @click.option("--width", type=float, help="distill: the student CNN/MLP's width as a fraction of the teacher's.")
 @click.option("--temperature", type=float, help="distill: softmax temperature of the soft targets.")
@@ -24,7 +26,7 @@ from modelyard.units import human_bytes
 @click.option("--calibration-batches", type=int, help="onnx-int8 on CNNs: training batches for static calibration.")
 @click.option("--opset", type=int, help="onnx, onnx-int8: the ONNX opset to export with.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="distill: override a key of the student's training config, e.g. train.lr=3e-4.")
+              help="distill, prune: override a key of the trained run's config, e.g. train.lr=3e-4.")
 @click.option("--speed-budget", default=4.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds of timing per model and batch size (parent and derived, in one process).")
 @click.option("--speed-iterations", type=click.IntRange(min=1),
