@@ -116,8 +116,9 @@ def check_applies(parent: Parent, method: str) -> Any:
     if parent.family not in entry.meta["applies_to"] or parent.predictor.task not in entry.meta["tasks"]:
         fits = sorted(e.name for e in COMPRESSORS if parent.family in e.meta["applies_to"]
                       and parent.predictor.task in e.meta["tasks"])
-        what = "language model" if parent.predictor.task == "lm" else f"{parent.family} model"
-        raise ConfigError(f"{method} does not apply to {parent.run.path}, a {what} "
+        what = "a language model" if parent.predictor.task == "lm" else \
+            f"{'an' if parent.family[0] in 'aeiou' else 'a'} {parent.family} model"
+        raise ConfigError(f"{method} does not apply to {parent.run.path}, {what} "
                           f"({parent.predictor.meta['model']['name']}); methods that do: {', '.join(fits) or 'none'}")
     return entry
 
