@@ -92,12 +92,11 @@ def test_onnx_cnn_gives_the_torch_probabilities_and_reloads(cnn_run, derived):
     assert list(model.predict(images)) == list(modelyard.load(cnn_run).predict(images))
 
 
-def test_onnx_hf_classifier_fuses_attention_and_keeps_the_tokenizer(text_hf_run, derived):
+def test_onnx_hf_classifier_gives_the_torch_probabilities_and_keeps_the_tokenizer(text_hf_run, derived):
     result = derived(text_hf_run, "onnx")
     folder = result.path / "model"
     meta = json.loads((folder / "modelyard.json").read_text())
-    assert meta["onnx"]["inputs"] == ["input_ids", "attention_mask"]
-    assert meta["onnx"]["transformer_optimizer"]["fused"]["Attention"] == 2  # both layers of the tiny BERT
+    assert meta["onnx"]["inputs"] == ["input_ids", "attention_mask"] and "transformer_optimizer" not in meta["onnx"]
     hf_files = {p.name for p in (folder / "hf").iterdir()}
     assert {"config.json", "tokenizer.json"} <= hf_files and not any(n.endswith(".safetensors") for n in hf_files)
 
@@ -107,6 +106,17 @@ def test_onnx_hf_classifier_fuses_attention_and_keeps_the_tokenizer(text_hf_run,
     np.testing.assert_allclose(saved_proba(result.path), model.predict_raw(test), atol=1e-6)
     assert model.preprocessor.tokenizer.get_vocab_size() == parent.preprocessor.tokenizer.get_vocab_size()
     assert modelyard.evaluate(result.path)["accuracy"] == pytest.approx(result.metrics["test"]["accuracy"])
+
+
+def test_the_transformer_optimiser_fuses_attention_with_the_same_answers(text_hf_run, cnn_run, derived, tmp_path):
+    result = derived(text_hf_run, "onnx", transformer_optimizer=True)
+    meta = json.loads((result.path / "model" / "modelyard.json").read_text())
+    assert meta["onnx"]["transformer_optimizer"]["fused"]["Attention"] == 2  # both layers of the tiny BERT
+    test = split_of(text_hf_run)
+    np.testing.assert_allclose(modelyard.load(result.path).predict_raw(test),
+                               modelyard.load(text_hf_run).predict_raw(test), atol=1e-4)
+    with pytest.raises(ConfigError, match="transformer_optimizer fuses the attention of Hugging Face encoders"):
+        compress(cnn_run, "onnx", output=tmp_path, transformer_optimizer=True)
 
 
 def test_texts_sorted_by_length_and_trimmed_give_the_answers_of_whole_padded_batches(text_hf_run, derived):
@@ -128,7 +138,7 @@ def test_a_fused_graph_that_answers_differently_is_not_kept(text_hf_run):
     from modelyard.compress.export import _fuse_transformer, export_graph
 
     predictor = modelyard.load(text_hf_run)
-    graph = export_graph(predictor)
+    graph = export_graph(predictor, fuse=True)
     before, info = graph.path.read_bytes(), {k: v for k, v in graph.info.items() if k != "transformer_optimizer"}
     graph.info = dict(info)
     _fuse_transformer(graph, predictor.adapter.module.hf.config, lambda path: "scores differ by up to 0.5")
@@ -155,7 +165,8 @@ def test_onnx_int8_calibrates_the_cnn_statically(cnn_run, derived):
 def test_onnx_int8_quantises_a_text_model_dynamically_embeddings_included(text_hf_run, derived):
     result = derived(text_hf_run, "onnx-int8")
     meta = json.loads((result.path / "model" / "modelyard.json").read_text())
-    assert meta["onnx"]["quantization"]["mode"] == "dynamic" and "Gather" in meta["onnx"]["quantization"]["ops"]
+    quant = meta["onnx"]["quantization"]
+    assert quant["mode"] == "dynamic" and quant["weights"] == "int8, per channel" and "Gather" in quant["ops"]
     m = result.metrics
     assert m["int8_weight_fraction"] > 0.95  # the embedding matrix (most of a small BERT) is int8 too
     fp32 = derived(text_hf_run, "onnx").path / "model" / "model.onnx"
