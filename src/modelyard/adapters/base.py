@@ -84,9 +84,14 @@ class Adapter:
 
         from modelyard.inference import require_finite
 
+        require_finite_inputs(x)
         with torch.no_grad():
             out = [self.logits(x[i:i + batch_size]).double().softmax(dim=1).cpu() for i in range(0, len(x), batch_size)]
-        return require_finite(torch.cat(out).numpy()) if out else np.zeros((0, 0))
+        return require_finite(torch.cat(out).numpy()) if out else self._no_rows()
+
+    def _no_rows(self) -> np.ndarray:
+        """The (0, C) answer to no inputs, which `predict` can take the argmax of."""
+        return np.zeros((0, len(self.meta.get("labels") or ())))
 
     def proba_raw(self, raw, preprocessor) -> np.ndarray:
         """Probabilities (N, C) for a source's raw examples (`data.RawData`), as evaluation reads them."""
@@ -97,7 +102,27 @@ class Adapter:
         """Probabilities (N, C) over a torch dataset of (x, y) pairs, in order (evaluation reads splits so)."""
         parts = [self.proba(dataset[list(range(i, min(i + batch_size, len(dataset))))][0], batch_size=batch_size)
                  for i in range(0, len(dataset), batch_size)]
-        return np.concatenate(parts) if parts else np.zeros((0, 0))
+        return np.concatenate(parts) if parts else self._no_rows()
+
+
+def require_finite_inputs(x) -> None:
+    """Preprocessed float inputs must be finite: a quantised model would turn NaN or infinity into an ordinary
+    number (or crash on it) and answer as if nothing were wrong.
+
+    Raises:
+        DataError: naming the first input that holds NaN or infinity.
+    """
+    import torch
+
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or len(x) == 0:
+        return
+    bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
+    if bool(bad.any()):
+        from modelyard.errors import DataError
+
+        i = int(bad.nonzero()[0, 0])
+        raise DataError(f"input {i + 1} (of {len(x)}) holds values that are not finite numbers (NaN or infinity) once "
+                        "preprocessed; check it, or send values in the training data's units")
 
 
 def family_of_model(model: Any) -> type[Adapter]:
