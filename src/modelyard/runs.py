@@ -114,12 +114,13 @@ class RunDir:
         """
         import shutil
 
-        name = f"{parent.path.name.rsplit('-', 1)[0] if _stamped(parent.path.name) else parent.path.name}-{method}"
-        run = cls.create(output if output is not None else parent.path.parent, name)
+        folder = parent.path.resolve()  # `.` or `..` has no name of its own
+        name = f"{folder.name.rsplit('-', 1)[0] if _stamped(folder.name) else folder.name}-{method}"
+        run = cls.create(output if output is not None else folder.parent, name)
         shutil.copyfile(parent.config_path, run.config_path)
         if parent.splits_path.is_file():
             shutil.copyfile(parent.splits_path, run.splits_path)
-        run.set_status(lineage={"parent": str(parent.path.resolve()), "parent_name": parent.path.name,
+        run.set_status(lineage={"parent": str(folder), "parent_name": folder.name,
                                 "method": method, "params": dict(params), "created": utc_stamp()})
         return run
 
@@ -130,13 +131,24 @@ class RunDir:
         return load_config(self.config_path)
 
     def splits(self) -> dict | None:
-        """splits.json (`data.base.split_record`), or None for a run written before it existed."""
+        """splits.json (`data.base.split_record`), or None for a run written before it existed.
+
+        Raises:
+            RunError: the file is not a split record: not JSON, keys missing, or indices that are not distinct
+                examples of the data (every later score would read other examples, or crash).
+        """
         if not self.splits_path.is_file():
             return None
-        record = self.read_json(self.splits_path)
+        damaged = "the file was edited or damaged: delete it to re-derive the split from config.yaml and seed"
+        try:
+            record = json.loads(self.splits_path.read_text())
+        except ValueError:
+            raise RunError(f"{self.splits_path} is not valid JSON; {damaged}") from None
         if not isinstance(record, dict) or not {"data_sha256", "examples", "splits"} <= record.keys():
-            raise RunError(f"{self.splits_path} is not a split record (data_sha256, examples, splits); the file was "
-                           "edited or damaged: delete it to re-derive the split from config.yaml and seed")
+            raise RunError(f"{self.splits_path} is not a split record (data_sha256, examples, splits); {damaged}")
+        problem = _split_problem(record)
+        if problem:
+            raise RunError(f"{self.splits_path}: {problem}; {damaged}")
         return record
 
     def write_splits(self, record: dict) -> None:
@@ -203,6 +215,28 @@ class RunDir:
         """Keep the first `epochs` epochs: what a resumed run redoes must not appear twice."""
         rows = [r for r in self.history() if r["epoch"] <= epochs]
         self.history_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _split_problem(record: dict) -> str | None:
+    """What is wrong with a split record's indices, or None: each split a non-empty list of distinct example
+    indices below `examples`, no example in two splits, train and val present."""
+    n, parts = record["examples"], record["splits"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        return f"examples is {n!r}, not a number of examples"
+    if not isinstance(parts, dict) or not {"train", "val"} <= parts.keys():
+        return "splits must map train, val (and test) to lists of example indices"
+    seen: set[int] = set()
+    for name, idx in parts.items():
+        if not isinstance(idx, list) or not idx or any(type(i) is not int for i in idx):
+            return f"splits.{name} is not a non-empty list of example indices (whole numbers)"
+        outside = next((i for i in idx if not 0 <= i < n), None)
+        if outside is not None:
+            return f"splits.{name} holds index {outside}, outside the {n} examples (0 to {n - 1})"
+        mine = set(idx)
+        if len(mine) != len(idx) or mine & seen:
+            return f"splits.{name} names an example twice, or one that another split holds too"
+        seen |= mine
+    return None
 
 
 def _stamped(name: str) -> bool:

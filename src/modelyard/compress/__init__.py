@@ -37,8 +37,13 @@ def compress(run: str | Path, method: str, *, output: str | Path | None = None, 
         parent's beside them, size, parameters, speed).
 
     Raises:
-        ConfigError: an unknown method, an option it does not take, or a method that does not apply to the model.
-        RunError: the run is missing, unfinished or failed.
+        ConfigError: an unknown method, an option it does not take, a method that does not apply to the model, or
+            an output folder inside the run.
+        RunError: the run is missing, unfinished or failed, or its files (splits.json, the model) are damaged.
+        DataError: the run's data changed since it was trained.
+        TypeError: an argument of the wrong type (run, method, output, speed_budget_s, speed_iterations).
+
+    A run stopped half-way (Ctrl-C, an error) says `interrupted` or `failed` in its run.json and holds no model.
     """
     from modelyard.compress.base import run_compressor
 

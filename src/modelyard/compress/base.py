@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from modelyard.errors import ConfigError, RunError
 from modelyard.registry import Registry
-from modelyard.runs import RunDir, utc_stamp
+from modelyard.runs import RunDir
 
 COMPRESSORS: Registry = Registry("compression method")
 
@@ -104,8 +104,14 @@ def open_parent(run: str | Path) -> Parent:
     rd = RunDir.open(run)
     status = rd.current_status()
     if status != "completed":
-        how = (f"resume it with `modelyard train --resume {rd.path}`" if status in ("interrupted", "killed", "failed")
-               else "wait for it to finish")
+        lineage = rd.lineage()
+        if status == "running":
+            how = "wait for it to finish"
+        elif isinstance(lineage, dict) and lineage.get("method"):  # a derived run has no checkpoint to resume from
+            how = (f"make it again with `modelyard compress {lineage.get('parent', 'PARENT')} --method "
+                   f"{lineage['method']}`")
+        else:
+            how = f"resume it with `modelyard train --resume {rd.path}`"
         raise RunError(f"{rd.path} is {status}, not completed: only a finished run's model can be compressed; {how}")
     return Parent(run=rd, predictor=load(rd.path))
 
@@ -127,8 +133,8 @@ def check_params(entry, params: dict):
     """The method's options, validated by its params class; an option it does not take is named."""
     from modelyard.config import one_line_problem
 
-    takes = ", ".join(f"--{k.replace('_', '-')}" for k in entry.config.model_fields) or "no options"
-    unknown = [f"--{k.replace('_', '-')}" for k, v in params.items() if v is not None and k not in entry.config.model_fields]
+    takes = ", ".join(map(_option, entry.config.model_fields)) or "no options"
+    unknown = [_option(k) for k, v in params.items() if v is not None and k not in entry.config.model_fields]
     if unknown:
         raise ConfigError(f"compress --method {entry.name} does not take {', '.join(unknown)} (it takes {takes})")
     try:
@@ -138,28 +144,78 @@ def check_params(entry, params: dict):
                           f"(it takes {takes})") from None
 
 
+def _option(field_name: str) -> str:
+    """The command-line option of a method's field (`overrides` is `--set KEY=VALUE`)."""
+    return "--set" if field_name == "overrides" else f"--{field_name.replace('_', '-')}"
+
+
+def check_arguments(run, method, output, speed_budget_s, speed_iterations) -> None:
+    """compress()'s own arguments, before anything is read or written.
+
+    Raises:
+        TypeError: an argument of the wrong type (a programming error in the caller), naming it.
+        ConfigError: a speed budget or iteration count that cannot be timed.
+    """
+    import numbers
+    import os
+
+    for name, value, optional in (("run", run, False), ("output", output, True)):
+        if not isinstance(value, (str, os.PathLike)) and not (optional and value is None):
+            raise TypeError(f"compress({name}=...) takes a folder path (str or pathlib.Path), not "
+                            f"{type(value).__name__} {value!r}")
+    if not isinstance(method, str):
+        raise TypeError(f"compress(method=...) takes a method name (str), one of {', '.join(COMPRESSORS.names())}; "
+                        f"not {type(method).__name__} {method!r}")
+    if isinstance(speed_budget_s, bool) or not isinstance(speed_budget_s, numbers.Real):
+        raise TypeError(f"compress(speed_budget_s=...) takes seconds as a number, not {type(speed_budget_s).__name__}")
+    if not speed_budget_s > 0:
+        raise ConfigError(f"compress: speed_budget_s must be more than 0 seconds, got {speed_budget_s!r}")
+    if speed_iterations is not None:
+        if isinstance(speed_iterations, bool) or not isinstance(speed_iterations, numbers.Integral):
+            raise TypeError(f"compress(speed_iterations=...) takes a whole number of calls or None, not "
+                            f"{type(speed_iterations).__name__} {speed_iterations!r}")
+        if speed_iterations < 1:
+            raise ConfigError(f"compress: speed_iterations must be at least 1, got {speed_iterations}")
+
+
+def output_folder(parent: RunDir, output) -> Path:
+    """Where the derived run goes: `output`, or the folder that holds the parent.
+
+    Raises:
+        ConfigError: `output` lies inside the parent run, which compress must leave as it was.
+    """
+    here = parent.path
+    if output is None:  # `compress .` from inside the run: Path(".").parent is "." again
+        inside = here.parent.resolve().is_relative_to(here.resolve())
+        return here.resolve().parent if inside else here.parent
+    out = Path(output)
+    if out.resolve().is_relative_to(here.resolve()):
+        raise ConfigError(f"--output {out} lies inside the parent run {here}, which compress only reads (a run inside "
+                          "its model folder would be registered and served with it); pass a folder outside it, or "
+                          "leave --output out to write beside the parent")
+    return out
+
+
 def run_compressor(run, method: str, params: dict, *, output=None, speed_budget_s: float = 4.0,
                    speed_iterations: int | None = None, quiet: bool = True):
     """Open and check the parent, run the method, write the derived run; see `compress.compress`."""
-    from modelyard.compress.derived import write_derived
+    from modelyard.compress.derived import outcome_recorded, write_derived
     from modelyard.pipeline import Run
 
+    check_arguments(run, method, output, speed_budget_s, speed_iterations)
     if method not in COMPRESSORS:
         raise ConfigError(COMPRESSORS.unknown_message(method))
     parent = open_parent(run)
     entry = check_applies(parent, method)
     options = check_params(entry, params)
-    out = Path(output) if output is not None else parent.run.path.parent
+    parent.data  # noqa: B018  the parent's data must be what it was trained on (DataError), before anything is written
+    out = output_folder(parent.run, output)
     parent.speed = {"speed_budget_s": speed_budget_s, "speed_iterations": speed_iterations}
     result = entry.obj(parent, options, output=out, quiet=quiet)
     if isinstance(result, RunDir):  # a method that trained through the normal trainer wrote its own run
         return Run(result.path, result.read_json(result.metrics_path))
     derived = RunDir.derive(parent.run, method, options.model_dump(mode="json"), output=out)
-    try:
+    with outcome_recorded(derived):
         metrics = write_derived(parent, derived, result, speed_budget_s=speed_budget_s,
                                 speed_iterations=speed_iterations)
-    except BaseException as exc:
-        derived.set_status(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                           error=f"{type(exc).__name__}: {exc}", finished=utc_stamp())
-        raise
     return Run(derived.path, metrics)

@@ -3,7 +3,9 @@ parameters beside the parent's, and both models' speed measured in this one proc
 
 from __future__ import annotations
 
+import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,9 @@ import numpy as np
 from modelyard.runs import RunDir, utc_stamp
 
 SPEED_BATCH = 32  # the batch size of the throughput figure the issue's targets are stated at
+# The derived model is written here and renamed to model/ once it is scored: a run stopped half-way has no model
+# that evaluate, register or serve would take as finished.
+STAGING = "model.partial"
 
 
 def folder_bytes(folder: Path) -> int:
@@ -30,12 +35,13 @@ def write_derived(parent, derived: RunDir, compressed, *, speed_budget_s: float 
     cfg, meta = parent.cfg, parent.predictor.meta
     lineage = derived.lineage()
     derived.mark_running(started=utc_stamp())
-    save_artifact(derived.model_dir, compressed.adapter, model_cfg=cfg.model, input_shape=meta["input_shape"],
+    staged = derived.path / STAGING
+    save_artifact(staged, compressed.adapter, model_cfg=cfg.model, input_shape=meta["input_shape"],
                   labels=meta["labels"], preprocessor=parent.predictor.preprocessor,
                   experiment=derived.path.name.rsplit("-", 1)[0], model_inputs=meta["model_inputs"],
                   extra={"lineage": {k: lineage[k] for k in ("parent_name", "method", "params")},
                          **compressed.meta})
-    model = load(derived.path)  # what serve and evaluate will load is what is scored here
+    model = load(staged)  # what serve and evaluate will load is what is scored here
     labels = model.labels
     predictions = {}
     for split in ("val", "test"):
@@ -51,10 +57,8 @@ def write_derived(parent, derived: RunDir, compressed, *, speed_budget_s: float 
     sizes = model.adapter.count_parameters()
     metrics.update(
         method=lineage["method"], params=lineage["params"], parent=str(parent.run.path),
-        parent_figures={"test": {k: parent_metrics["test"].get(k) for k in ("accuracy", "f1_macro", "log_loss", "ece")},
-                        "parameters": parent_metrics.get("parameters"),
-                        "bytes_on_disk": folder_bytes(parent.predictor.model_dir)},
-        bytes_on_disk=folder_bytes(derived.model_dir), compress_time_s=time.perf_counter() - t0, notes=compressed.notes,
+        parent_figures=parent_figures(parent, parent_metrics),
+        bytes_on_disk=folder_bytes(staged), compress_time_s=time.perf_counter() - t0, notes=compressed.notes,
         speed=measure_pair(parent.predictor, model, parent.split("test").x, budget_s=speed_budget_s,
                            iterations=speed_iterations),
         train_time_s=parent_metrics.get("train_time_s"), epochs=0, monitor=None, **sizes, **compressed.facts)
@@ -64,8 +68,28 @@ def write_derived(parent, derived: RunDir, compressed, *, speed_budget_s: float 
         write_predictions(derived.predictions_dir / f"{split}.csv", names, y, prob, labels)
     write_report(derived, cfg, metrics, [], predictions["test"], labels,
                  texts=parent.split("test").x if parent.predictor.preprocessor.kind == "text" else None)
+    staged.rename(derived.model_dir)
     derived.set_status(status="completed", finished=utc_stamp())
     return metrics
+
+
+def parent_figures(parent, parent_metrics: dict) -> dict:
+    """The parent's test figures, parameters and size, for metrics.json to show beside the derived run's."""
+    return {"test": {k: parent_metrics["test"].get(k) for k in ("accuracy", "f1_macro", "log_loss", "ece")},
+            "parameters": parent_metrics.get("parameters"), "bytes_on_disk": folder_bytes(parent.predictor.model_dir)}
+
+
+@contextmanager
+def outcome_recorded(run: RunDir):
+    """Record in run.json that making `run` was interrupted (Ctrl-C) or failed, with the error, and re-raise: a
+    derived run stopped half-way must never read `completed`. Its half-written model is removed."""
+    try:
+        yield
+    except BaseException as exc:
+        run.set_status(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                       error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, finished=utc_stamp())
+        shutil.rmtree(run.path / STAGING, ignore_errors=True)
+        raise
 
 
 def measure_pair(parent, model, pool, *, budget_s: float = 4.0, iterations: int | None = None) -> dict:
@@ -109,9 +133,29 @@ def finish_trained(parent, run: RunDir, method: str, params: dict, *, notes: lis
     Raises:
         RunError: the trained run's split differs from the parent's (its test figures would not compare).
     """
-    import json
-
     from modelyard.artifact import load
+    from modelyard.report.html import render_run
+
+    run.mark_running()  # the trainer wrote `completed`; a stop before the lineage and figures are in must not read so
+    with outcome_recorded(run):
+        _check_same_split(parent, run)
+        _record_lineage(parent, run, method, params)
+        metrics = run.read_json(run.metrics_path)
+        parent_metrics = parent.run.read_json(parent.run.metrics_path)
+        model = load(run.path)
+        metrics.update(
+            method=method, params=dict(params), parent=str(parent.run.path),
+            parent_figures=parent_figures(parent, parent_metrics),
+            bytes_on_disk=folder_bytes(run.model_dir), notes=list(notes),
+            speed=measure_pair(parent.predictor, model, parent.split("test").x, budget_s=speed_budget_s,
+                               iterations=speed_iterations), **(facts or {}))
+        run.write_json(run.metrics_path, metrics)
+        render_run(run.path)  # the trainer wrote the report before the run had a lineage to show
+    run.set_status(status="completed", finished=utc_stamp())
+    return metrics
+
+
+def _check_same_split(parent, run: RunDir) -> None:
     from modelyard.errors import RunError
 
     mine, theirs = run.splits(), parent.run.splits()
@@ -119,25 +163,16 @@ def finish_trained(parent, run: RunDir, method: str, params: dict, *, notes: lis
                                or mine["splits"] != theirs["splits"]):
         raise RunError(f"{run.path} was not trained on the split of {parent.run.path} (splits.json differs), so its "
                        "test figures would not compare with the parent's; keep the parent's data and seed")
-    run.set_status(lineage={"parent": str(parent.run.path.resolve()), "parent_name": parent.run.path.name,
-                            "method": method, "params": dict(params), "created": utc_stamp()})
+
+
+def _record_lineage(parent, run: RunDir, method: str, params: dict) -> None:
+    """The parent, method and parameters in run.json and in the model's modelyard.json."""
+    import json
+
+    folder = parent.run.path.resolve()  # `.` or `..` has no name of its own
+    run.set_status(lineage={"parent": str(folder), "parent_name": folder.name, "method": method,
+                            "params": dict(params), "created": utc_stamp()})
     meta_path = run.model_dir / "modelyard.json"
     meta = json.loads(meta_path.read_text())
-    meta["lineage"] = {"parent_name": parent.run.path.name, "method": method, "params": dict(params)}
+    meta["lineage"] = {"parent_name": folder.name, "method": method, "params": dict(params)}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    metrics = run.read_json(run.metrics_path)
-    parent_metrics = parent.run.read_json(parent.run.metrics_path)
-    model = load(run.path)
-    metrics.update(
-        method=method, params=dict(params), parent=str(parent.run.path),
-        parent_figures={"test": {k: parent_metrics["test"].get(k) for k in ("accuracy", "f1_macro", "log_loss", "ece")},
-                        "parameters": parent_metrics.get("parameters"),
-                        "bytes_on_disk": folder_bytes(parent.predictor.model_dir)},
-        bytes_on_disk=folder_bytes(run.model_dir), notes=list(notes),
-        speed=measure_pair(parent.predictor, model, parent.split("test").x, budget_s=speed_budget_s,
-                           iterations=speed_iterations), **(facts or {}))
-    run.write_json(run.metrics_path, metrics)
-    from modelyard.report.html import render_run
-
-    render_run(run.path)  # the trainer wrote the report before the run had a lineage to show
-    return metrics

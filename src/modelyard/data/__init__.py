@@ -9,7 +9,7 @@ from modelyard.data.base import DataBundle, RawData, fingerprint, label_indices,
 from modelyard.data.preprocess import PREPROCESSORS, preprocessor_from_json
 from modelyard.data.sources import SOURCES
 from modelyard.data.split import split_off_val, stratified_split
-from modelyard.errors import DataError
+from modelyard.errors import DataError, RunError
 
 __all__ = ["DataBundle", "RawData", "SOURCES", "build_data", "read_splits", "read_run_splits", "read_source", "source_entry", "split_indices",
            "preprocessor_from_json"]
@@ -80,6 +80,7 @@ def read_run_splits(run) -> tuple[RawData, dict[str, np.ndarray], list[str]]:
 
     Raises:
         DataError: the data changed since the run was trained (its split would name other examples).
+        RunError: splits.json is damaged.
     """
     record = run.splits()
     cfg = run.config()
@@ -91,6 +92,9 @@ def read_run_splits(run) -> tuple[RawData, dict[str, np.ndarray], list[str]]:
                         f"{record['examples']} then, and their SHA-256 differs from splits.json's): its test split "
                         "would name other examples. Restore that data, or train the experiment anew on this data")
     parts = {name: np.asarray(idx, dtype=np.int64) for name, idx in record["splits"].items()}
+    if raw.kind != "corpus" and "test" not in parts:
+        raise RunError(f"{run.splits_path} has no test split, which a classifier's run always records; the file was "
+                       "edited or damaged: delete it to re-derive the split from config.yaml and seed")
     labels = sort_labels(raw.y[parts["train"]]) if raw.kind != "corpus" else []
     return raw, parts, labels
 
