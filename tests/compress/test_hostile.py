@@ -252,3 +252,15 @@ def test_a_slower_model_is_called_slower_not_0_25x_faster():
                    "ratio": {"latency_batch1": 0.25, "throughput_batch32": 0.25}, "machine": {}}}
     latency = next(line for line in summary_lines(m) if line.startswith("batch 1 latency"))
     assert latency.endswith("(parent 1.00 ms, 4.00x slower)")
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--method", "prune", "--set", "seed=5"), "prune --set seed=5: the derived run trains on the parent's data"),
+    (("--method", "prune", "--set", "data.split.test=0.3"), "data.* and seed cannot change; set train.* or evaluate.*"),
+    (("--method", "prune", "--unstructured", "--set", "train.lr=0.1"), "there is none (--recover-epochs 0"),
+])
+def test_prune_refuses_a_set_it_cannot_honour_before_it_trains(parent, tmp_path, capsys, args, message):
+    # --set seed=5 trained the recovery on another split, then failed the split check after the training
+    code, _, err = cli_in_process(capsys, "compress", parent, *args, "--output", tmp_path / "out")
+    assert code == 2 and message in err
+    assert not (tmp_path / "out").exists()

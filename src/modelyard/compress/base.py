@@ -144,6 +144,23 @@ def check_params(entry, params: dict):
                           f"(it takes {takes})") from None
 
 
+SPLIT_KEYS = ("data", "seed")  # what a method that trains must not change: its run is scored on the parent's split
+
+
+def refuse_split_changes(method: str, overrides: list[str], *, allowed: str = "train.*, evaluate.* or model.*") -> None:
+    """A trained derived run (a student, a pruned model's recovery) must train and be scored on the parent's
+    split, so `--set` may not touch data.* or seed; refused before any work, not after the training.
+
+    Raises:
+        ConfigError: naming the override.
+    """
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key.split(".")[0] in SPLIT_KEYS:
+            raise ConfigError(f"compress --method {method} --set {item}: the derived run trains on the parent's data "
+                              f"and split, so data.* and seed cannot change; set {allowed} keys")
+
+
 def _option(field_name: str) -> str:
     """The command-line option of a method's field (`overrides` is `--set KEY=VALUE`)."""
     return "--set" if field_name == "overrides" else f"--{field_name.replace('_', '-')}"

@@ -20,11 +20,10 @@ from pathlib import Path
 
 from pydantic import Field
 
-from modelyard.compress.base import MethodParams, register_compressor
+from modelyard.compress.base import MethodParams, refuse_split_changes, register_compressor
 from modelyard.errors import ConfigError
 
 WIDTH_FIELDS = ("channels", "hidden_sizes", "d_model")  # what --width scales, in the models that have them
-FIXED_KEYS = ("data", "seed")  # the student must train on the teacher's split
 DEFAULT_WIDTH = 0.5
 
 
@@ -159,12 +158,9 @@ def student_config(parent, params: DistillParams, plan: StudentPlan):
     """
     from modelyard.config import NAME_MAX, load_config
 
+    refuse_split_changes("distill", params.overrides)
     for item in params.overrides:
         key = item.partition("=")[0].strip()
-        if key.split(".")[0] in FIXED_KEYS:
-            raise ConfigError(f"compress --method distill --set {item}: the student trains on the teacher's data and "
-                              f"split, so {', '.join(k + '.*' if k == 'data' else k for k in FIXED_KEYS)} cannot "
-                              "change; set train.*, evaluate.* or model.* keys")
         if key == "train.distill" or key.startswith("train.distill."):
             raise ConfigError(f"compress --method distill --set {item}: the teacher is {parent.run.path}; set the loss "
                               "with --temperature and --alpha")

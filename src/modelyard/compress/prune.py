@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from modelyard.compress.base import Compressed, MethodParams, register_compressor
+from modelyard.compress.base import Compressed, MethodParams, refuse_split_changes, register_compressor
 from modelyard.errors import ConfigError
 from modelyard.runs import RunDir
 from modelyard.training.callbacks import Callback
@@ -58,6 +58,11 @@ class Pruned:
                      summary="structured: remove whole neurons, channels or FFN neurons by L1 norm, then fine-tune "
                              "(smaller and faster); --unstructured: zero single weights (neither, on dense kernels)")
 def prune(parent, params: PruneParams, *, output: Path, quiet: bool = True) -> Compressed | RunDir:
+    refuse_split_changes("prune", params.overrides, allowed="train.* or evaluate.*")  # model.*: the cut's sizes
+    if params.overrides and params.recover_epochs == 0:
+        raise ConfigError(f"compress --method prune --set {' '.join(params.overrides)}: --set changes the recovery "
+                          "fine-tune, and there is none (--recover-epochs 0, the default with --unstructured); pass "
+                          "--recover-epochs N or drop --set")
     pruned = prune_structured(parent, params.amount) if params.structured else prune_unstructured(parent, params.amount)
     if params.recover_epochs == 0:
         meta = {} if pruned.model_spec == parent.predictor.meta["model"] else {"model": pruned.model_spec}
