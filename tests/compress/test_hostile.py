@@ -264,3 +264,29 @@ def test_prune_refuses_a_set_it_cannot_honour_before_it_trains(parent, tmp_path,
     code, _, err = cli_in_process(capsys, "compress", parent, *args, "--output", tmp_path / "out")
     assert code == 2 and message in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{oops", "metrics.json is not valid JSON"),
+    ('{"val": {}}', "metrics.json holds no test figures"),
+    ("[]", "metrics.json holds no test figures"),
+])
+def test_a_damaged_parent_metrics_json_is_named_before_anything_is_written(parent, tmp_path, content, message):
+    run = tmp_path / "run"
+    shutil.copytree(parent, run)
+    (run / "metrics.json").write_text(content)
+    with pytest.raises(RunError, match=message):
+        compress(run, "bf16", output=tmp_path / "out", speed_iterations=1)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("quantization", ["yes", {"weights": "int8"}])
+def test_an_onnx_folder_whose_quantization_was_edited_is_refused_on_load(quantised, tmp_path, quantization):
+    run = tmp_path / "run"
+    shutil.copytree(quantised["onnx-int8"], run)
+    meta_path = run / "model" / "modelyard.json"
+    meta = json.loads(meta_path.read_text())
+    meta["onnx"]["quantization"] = quantization  # int8-dynamic of it died on a TypeError reading the mode
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(RunError, match="onnx.quantization is .*, not an object naming its mode"):
+        modelyard.load(run)

@@ -85,6 +85,9 @@ class OnnxAdapter(Adapter):
         if not isinstance(meta.get("onnx"), dict) or not isinstance(meta["onnx"].get("inputs"), list):
             raise RunError(f"{where}: an onnx model folder needs an `onnx` section naming the graph's inputs; "
                            f"{DAMAGED}")
+        quantised = meta["onnx"].get("quantization")
+        if quantised is not None and not (isinstance(quantised, dict) and isinstance(quantised.get("mode"), str)):
+            raise RunError(f"{where}: onnx.quantization is {quantised!r}, not an object naming its mode; {DAMAGED}")
         path = model_dir / meta["weights"]
         try:
             session = open_session(path)

@@ -47,6 +47,7 @@ class Parent:
 
     run: RunDir
     predictor: Any  # artifact.Predictor
+    metrics: dict = field(default_factory=dict)  # its metrics.json, checked to hold its test figures
     # compress()'s speed_budget_s and speed_iterations, for a method that times its own run with finish_trained
     speed: dict = field(default_factory=dict)
 
@@ -113,7 +114,28 @@ def open_parent(run: str | Path) -> Parent:
         else:
             how = f"resume it with `modelyard train --resume {rd.path}`"
         raise RunError(f"{rd.path} is {status}, not completed: only a finished run's model can be compressed; {how}")
-    return Parent(run=rd, predictor=load(rd.path))
+    predictor = load(rd.path)
+    return Parent(run=rd, predictor=predictor, metrics=_figures(rd, test=predictor.task == "classification"))
+
+
+def _figures(rd: RunDir, *, test: bool) -> dict:
+    """The run's metrics.json, which the derived run's figures are shown beside.
+
+    Raises:
+        RunError: the file is missing, not JSON, or (`test`) holds no test figures.
+    """
+    import json
+
+    damaged = "the file was edited or damaged: restore the run from a backup, or train the experiment anew"
+    try:
+        metrics = json.loads(rd.metrics_path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{rd.metrics_path} is missing; the run may not have finished (see {rd.status_path})") from None
+    except ValueError:
+        raise RunError(f"{rd.metrics_path} is not valid JSON; {damaged}") from None
+    if not isinstance(metrics, dict) or (test and not isinstance(metrics.get("test"), dict)):
+        raise RunError(f"{rd.metrics_path} holds no test figures (a `test` object); {damaged}")
+    return metrics
 
 
 def check_applies(parent: Parent, method: str) -> Any:

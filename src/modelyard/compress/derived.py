@@ -53,7 +53,7 @@ def write_derived(parent, derived: RunDir, compressed, *, speed_budget_s: float 
     y, prob, _ = predictions["test"]
     metrics["test"]["headline"] = headline_interval(cfg.evaluate.metric, y, prob, resamples=cfg.evaluate.bootstrap,
                                                     seed=cfg.seed)
-    parent_metrics = parent.run.read_json(parent.run.metrics_path)
+    parent_metrics = parent.metrics
     sizes = model.adapter.count_parameters()
     metrics.update(
         method=lineage["method"], params=lineage["params"], parent=str(parent.run.path),
@@ -141,7 +141,7 @@ def finish_trained(parent, run: RunDir, method: str, params: dict, *, notes: lis
         _check_same_split(parent, run)
         _record_lineage(parent, run, method, params)
         metrics = run.read_json(run.metrics_path)
-        parent_metrics = parent.run.read_json(parent.run.metrics_path)
+        parent_metrics = parent.metrics
         model = load(run.path)
         metrics.update(
             method=method, params=dict(params), parent=str(parent.run.path),
