@@ -155,8 +155,21 @@ class RunDir:
         self.write_json(self.splits_path, record)
 
     def lineage(self) -> dict | None:
-        """{parent, parent_name, method, params} for a derived run; None for a trained one."""
-        return self.status().get("lineage")
+        """{parent, parent_name, method, params} for a derived run; None for a trained one.
+
+        Raises:
+            RunError: run.json's lineage is not the record `derive` writes.
+        """
+        lineage = self.status().get("lineage")
+        if lineage is None:
+            return None
+        if not isinstance(lineage, dict) or not all(isinstance(lineage.get(k), str) and lineage[k]
+                                                    for k in ("parent", "parent_name", "method")) \
+                or not isinstance(lineage.get("params", {}), dict):
+            raise RunError(f"{self.status_path}: lineage is {lineage!r}, not the record of a derived run (parent, "
+                           "parent_name and method as text, params an object); the file was edited or damaged: "
+                           "make the derived run again with `modelyard compress`")
+        return lineage
 
     def write_json(self, path: Path, data: Any) -> None:
         tmp = path.with_suffix(path.suffix + ".tmp")

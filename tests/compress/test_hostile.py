@@ -290,3 +290,14 @@ def test_an_onnx_folder_whose_quantization_was_edited_is_refused_on_load(quantis
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(RunError, match="onnx.quantization is .*, not an object naming its mode"):
         modelyard.load(run)
+
+
+@pytest.mark.parametrize("lineage", ["x", {"parent": 5}, {"parent": "/p", "parent_name": "p", "method": "bf16",
+                                                            "params": "x"}])
+def test_a_damaged_lineage_is_a_run_error_naming_run_json(quantised, tmp_path, lineage):
+    run = tmp_path / "run"
+    shutil.copytree(quantised["int8-dynamic"], run)
+    assert RunDir(run).lineage()["method"] == "int8-dynamic"
+    RunDir(run).set_status(lineage=lineage)  # modelyard value died on AttributeError/KeyError/TypeError
+    with pytest.raises(RunError, match=r"run.json: lineage is .*, not the record of a derived run"):
+        RunDir(run).lineage()
