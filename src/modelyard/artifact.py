@@ -77,12 +77,23 @@ def resolve_model_dir(path: str | Path) -> Path:
         raise RunError(f"{model / 'modelyard.json'} is missing: the model folder is incomplete; retrain or restore "
                        "it from a backup")
     if path.is_dir() and (path / "config.yaml").is_file():
-        raise RunError(f"run {path} has no saved model yet (no model/modelyard.json): it did not finish. "
-                       f"Resume it with `modelyard train --resume {path}`")
+        lineage = _lineage(path)
+        how = (f"Make it again with `modelyard compress {lineage['parent']} --method {lineage['method']}`"
+               if lineage else f"Resume it with `modelyard train --resume {path}`")
+        raise RunError(f"run {path} has no saved model yet (no model/modelyard.json): it did not finish. {how}")
     if not path.exists():
         raise RunError(f"{path} not found; pass a run directory that `modelyard train` printed, or its model/ folder")
     raise RunError(f"no saved model in {path} (no modelyard.json, no config.yaml); pass a run directory that "
                    "`modelyard train` printed, or its model/ folder")
+
+
+def _lineage(path: Path) -> dict | None:
+    """A derived run's lineage from its run.json, or None (a trained run, or a run.json that cannot be read)."""
+    try:
+        lineage = json.loads((path / "run.json").read_text()).get("lineage")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return lineage if isinstance(lineage, dict) and {"parent", "method"} <= lineage.keys() else None
 
 
 class Predictor:

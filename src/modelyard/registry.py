@@ -28,8 +28,8 @@ class Registry(Generic[T]):
         ... def tiny(cfg, *, input_shape, num_classes): ...
     """
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    def __init__(self, kind: str, plural: str | None = None) -> None:
+        self.kind, self.plural = kind, plural or f"{kind}s"
         self._entries: dict[str, Entry[T]] = {}
 
     def register(self, name: str, *, config: type | None = None, **meta: Any) -> Callable[[T], T]:
@@ -51,7 +51,7 @@ class Registry(Generic[T]):
         known = ", ".join(sorted(self._entries))
         close = difflib.get_close_matches(name, list(self._entries), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        return f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {known}."
+        return f"unknown {self.kind} {name!r}.{hint} Known {self.plural}: {known}."
 
     def names(self) -> list[str]:
         return sorted(self._entries)

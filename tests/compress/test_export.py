@@ -115,7 +115,7 @@ def test_the_transformer_optimiser_fuses_attention_with_the_same_answers(text_hf
     test = split_of(text_hf_run)
     np.testing.assert_allclose(modelyard.load(result.path).predict_raw(test),
                                modelyard.load(text_hf_run).predict_raw(test), atol=1e-4)
-    with pytest.raises(ConfigError, match="transformer_optimizer fuses the attention of Hugging Face encoders"):
+    with pytest.raises(ConfigError, match="--transformer-optimizer fuses the attention of Hugging Face encoders"):
         compress(cnn_run, "onnx", output=tmp_path, transformer_optimizer=True)
 
 

@@ -57,7 +57,7 @@ def test_a_folder_without_family_is_told_apart_by_its_files(parent, tmp_path):
     assert modelyard.load(copy).family == "torch"
     meta["family"] = "tensorflow"
     (copy / "modelyard.json").write_text(json.dumps(meta))
-    with pytest.raises(RunError, match="family.*tensorflow.*Known model familys|family.*tensorflow"):
+    with pytest.raises(RunError, match="family.*tensorflow.*Known model families"):
         modelyard.load(copy)
 
 
@@ -145,3 +145,9 @@ def test_a_method_that_does_not_apply_says_which_do(capsys, tmp_path, topics_csv
     run = modelyard.train(cfg, output=tmp_path, quiet=True).path
     code, _, err = cli_in_process(capsys, "compress", run, "--method", "bf16")
     assert code == 2 and "bf16 does not apply" in err and "estimator model (tfidf-linear)" in err
+
+
+def test_a_derived_run_without_its_model_says_to_compress_again(parent, tmp_path):
+    derived = RunDir.derive(RunDir(parent), "bf16", {}, output=tmp_path)
+    with pytest.raises(RunError, match=r"Make it again with `modelyard compress .* --method bf16`"):
+        modelyard.load(derived.path)

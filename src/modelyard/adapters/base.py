@@ -15,7 +15,7 @@ import numpy as np
 
 from modelyard.registry import Registry
 
-ADAPTERS: Registry = Registry("model family")
+ADAPTERS: Registry = Registry("model family", "model families")
 
 
 def register_adapter(cls):

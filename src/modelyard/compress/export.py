@@ -142,7 +142,7 @@ def export_graph(predictor, *, opset: int = OPSET, fuse: bool = False, instead: 
 
     module = predictor.adapter.module if predictor.task == "classification" else None
     if module is None:
-        raise ConfigError(f"{predictor.model_dir} holds a {predictor.family} model "
+        raise ConfigError(f"{predictor.model_dir} holds a model of family {predictor.family!r} "
                           f"({predictor.meta['model']['name']}), which has no ONNX export; {instead}")
     from modelyard.models.hf import HFClassifier
 
@@ -151,8 +151,8 @@ def export_graph(predictor, *, opset: int = OPSET, fuse: bool = False, instead: 
     module = copy.deepcopy(module).float().eval()  # a bf16 parent exports as fp32: ORT's CPU kernels are fp32/int8
     hf_dir = None
     if fuse and not isinstance(module, HFClassifier):
-        raise ConfigError(f"transformer_optimizer fuses the attention of Hugging Face encoders; {predictor.model_dir} "
-                          f"holds a {predictor.meta['model']['name']} model: leave it off")
+        raise ConfigError(f"--transformer-optimizer fuses the attention of Hugging Face encoders; {predictor.model_dir} "
+                          f"holds model {predictor.meta['model']['name']!r}: leave the option off")
     if isinstance(module, HFClassifier):
         net, example, inputs, axes = _encoder_export(module, predictor)
         hf_dir = predictor.model_dir / "hf"
@@ -421,8 +421,8 @@ def serving_copy(predictor, *, opset: int = OPSET, cache: Path | None = None) ->
 
     instead = "serve it with --runtime auto"
     if predictor.task != "classification" or getattr(predictor, "family", None) not in ("torch", "hf"):
-        what = "language model" if predictor.task == "lm" else f"{predictor.family} model"
-        raise ConfigError(f"--runtime onnx: {predictor.model_dir} holds a {what} ({predictor.meta['model']['name']}), "
+        what = "a language model" if predictor.task == "lm" else f"a model of family {predictor.family!r}"
+        raise ConfigError(f"--runtime onnx: {predictor.model_dir} holds {what} ({predictor.meta['model']['name']}), "
                           f"which has no ONNX export; {instead}")
     if cache is None:
         from modelyard.store.db import home

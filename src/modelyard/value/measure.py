@@ -244,7 +244,7 @@ def measure_isolated(run: str | Path, *, budget_s: float = 20.0, iterations: int
                            *fixed, "--device", device], capture_output=True, text=True)
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
-        raise RunError(f"measuring {run} failed: {last}")
+        raise RunError(f"measuring {run} failed: {last.removeprefix('error: ')}")
     return json.loads(proc.stdout)
 
 
