@@ -800,9 +800,11 @@ def test_old_model_folder_without_format_version_still_loads(shared, tmp_path):
     assert model.predict(str(tmp_path / "seven.png"))[0] in model.labels
 
 
-def test_saved_model_folder_has_the_current_format_version(shared):
+def test_saved_model_folder_says_the_oldest_format_that_reads_it(shared):
+    """A torch model an older modelyard can load says format 1; only the families it cannot (onnx, torch-int8)
+    say the current format, so that an older modelyard refuses them with "upgrade" instead of failing later."""
     from modelyard.artifact import FORMAT_VERSION
 
     meta = json.loads((shared["run"] / "model" / "modelyard.json").read_text())
-    assert meta["format_version"] == FORMAT_VERSION >= 1
+    assert meta["format_version"] == 1 < FORMAT_VERSION
 
