@@ -234,7 +234,7 @@ def test_estimators_and_language_models_are_refused_by_the_framework(topics_csv,
     run = modelyard.train(tfidf, output=tmp_path / "runs", quiet=True).path
     with pytest.raises(ConfigError, match=r"onnx does not apply .*estimator model \(tfidf-linear\)"):
         compress(run, "onnx", output=tmp_path / "out")
-    with pytest.raises(ConfigError, match=r"--runtime onnx: .* estimator model \(tfidf-linear\).*--runtime auto"):
+    with pytest.raises(ConfigError, match=r"--runtime onnx: .* family 'estimator' \(tfidf-linear\).*--runtime auto"):
         serving_copy(modelyard.load(run), cache=tmp_path / "cache")
     lm = tiny_config(name="lm", data={"source": f"text:{corpus_txt}", "block_size": 8, "tokenizer": {"kind": "char"}},
                      train={"epochs": 1, "batch_size": 32})
