@@ -369,3 +369,17 @@ def test_a_derived_runs_making_counts_every_step_back_to_the_training(tmp_path):
                   {"parent": "/nowhere/lost-1", "parent_name": "lost-1", "method": "bf16"})
     made = making_of(orphan, {"compress_time_s": 1.0})
     assert made["time_s"] == 1.0 and "run not found here, not counted" in made["basis"]
+
+
+def test_a_derived_candidate_pays_its_experiments_engineering_unless_the_scenario_names_it():
+    from modelyard.value.compare import candidate_row
+
+    scenario = load_scenario({**HAND, "engineering": {"big": 2000, "big-int8": 500}})
+    big, _ = hand_candidates()
+    derived = {**big, "name": "big-onnx", "experiment": "big", "lineage": {"method": "onnx"}}
+    V = scenario.outcomes.matrix(["a", "b"])
+    assert candidate_row(derived, scenario, V, resamples=0)["one_off"]["engineering"] == 2000.0
+    named = {**derived, "name": "big-int8"}
+    assert candidate_row(named, scenario, V, resamples=0)["one_off"]["engineering"] == 500.0
+    trained = {**big, "name": "other", "experiment": "big"}  # not derived: only its own name counts
+    assert candidate_row(trained, scenario, V, resamples=0)["one_off"]["engineering"] == 0.0

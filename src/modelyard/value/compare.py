@@ -45,9 +45,19 @@ def _one_off(m: dict, s: Scenario) -> dict:
     hours = (t.get("time_s") or 0.0) / 3600 * (t.get("processes") or 1)
     kwh = (t.get("energy") or {}).get("kwh", 0.0)
     parts = {"training_hardware": hours * s.train.usd_per_hour, "training_energy": kwh * s.energy.usd_per_kwh,
-             "engineering": s.engineering_for(m["name"])}
+             "engineering": _engineering(m, s)}
     parts["total"] = sum(parts.values())
     return parts
+
+
+def _engineering(m: dict, s: Scenario) -> float:
+    """The scenario's engineering cost for a candidate. A derived run the scenario does not name pays its
+    experiment's (the trained model it comes from): building, reviewing and deploying it is the same work, and
+    without this a compressed copy would look free of it and outrank its parent on one-off cost alone."""
+    named = isinstance(s.engineering, dict) and m["name"] in s.engineering
+    if m.get("lineage") and not named:
+        return s.engineering_for(m.get("experiment") or m["name"])
+    return s.engineering_for(m["name"])
 
 
 def _correct_wrong_values(y: np.ndarray, pred: np.ndarray, V: np.ndarray) -> tuple[float, float]:

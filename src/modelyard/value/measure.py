@@ -161,6 +161,7 @@ def measure(run: str | Path, *, budget_s: float = 20.0, iterations: int | None =
         # A derived run shares its parent's config (and cfg.name); its model folder's experiment name does not.
         "name": predictor.meta.get("experiment") or cfg.name,
         "lineage": _lineage(rd),
+        "experiment": cfg.name,  # the trained model's experiment: a derived run's config.yaml is its parent's
         "model": cfg.model.name,
         "labels": labels,
         "task": predictor.meta.get("task", "classification"),
