@@ -169,3 +169,17 @@ def test_a_derived_run_that_trained_shows_its_lineage_and_its_own_training(pair,
     parent_m = json.loads((parent.path / "metrics.json").read_text())
     assert made["time_s"] == pytest.approx(parent_m["train_time_s"] + metrics["train_time_s"])
     assert "prune (its own train_time_s" in made["basis"]
+
+
+def test_a_derived_run_of_a_derived_run_is_priced_as_its_trained_ancestors_experiment(tmp_path):
+    from modelyard.compress import compress
+    from modelyard.runs import RunDir
+    from modelyard.value.measure import root_experiment
+
+    parent = modelyard.train(tiny_config(name="root"), output=tmp_path, quiet=True).path
+    child = compress(parent, "bf16", output=tmp_path, speed_iterations=1).path
+    RunDir(child).config_path.write_text(RunDir(child).config_path.read_text().replace("name: root", "name: child"))
+    grandchild = compress(child, "bf16", output=tmp_path, speed_iterations=1).path
+    assert RunDir(grandchild).config().name == "child"  # its config is its parent's, as for a trained method
+    assert root_experiment(RunDir(grandchild), "child") == "root"
+    assert root_experiment(RunDir(parent), "root") == "root"

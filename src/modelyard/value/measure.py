@@ -161,7 +161,7 @@ def measure(run: str | Path, *, budget_s: float = 20.0, iterations: int | None =
         # A derived run shares its parent's config (and cfg.name); its model folder's experiment name does not.
         "name": predictor.meta.get("experiment") or cfg.name,
         "lineage": _lineage(rd),
-        "experiment": cfg.name,  # the trained model's experiment: a derived run's config.yaml is its parent's
+        "experiment": root_experiment(rd, cfg.name),  # the trained ancestor's: what the scenario prices
         "model": cfg.model.name,
         "labels": labels,
         "task": predictor.meta.get("task", "classification"),
@@ -223,6 +223,22 @@ def making_of(rd, metrics: dict, *, _seen: frozenset = frozenset()) -> dict:
     return {"time_s": sum(p["time_s"] for p in parts), "processes": 1,
             "energy": {"kwh": kwh, "joules": kwh * 3.6e6},
             "basis": " + ".join(f"{p['step']} ({p['source']}, {p['time_s']:.1f} s)" for p in parts), "parts": parts}
+
+
+def root_experiment(rd, name: str) -> str:
+    """The experiment name of the trained run at the root of `rd`'s lineage (a distilled or pruned run trains
+    under a config of its own name); `name` when the lineage cannot be followed to a trained run."""
+    seen = set()
+    while (lineage := rd.lineage()) and rd.path.resolve() not in seen:
+        seen.add(rd.path.resolve())
+        parent = _parent_dir(rd, lineage)
+        if parent is None:
+            return name
+        rd = parent
+    try:
+        return rd.config().name
+    except Exception:  # noqa: BLE001  (a damaged config.yaml of an ancestor: price the run by its own name)
+        return name
 
 
 def _parent_dir(rd, lineage: dict):
