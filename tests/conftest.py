@@ -35,6 +35,14 @@ def digits_run(tmp_path_factory):
     return modelyard.train(tiny_config(), output=tmp_path_factory.mktemp("runs"), quiet=True)
 
 
+@pytest.fixture(scope="module")
+def no_report():
+    """For a module's runs whose tests read metrics and weights: rendering each report would cost most of their time."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("modelyard.report.html.write_report", lambda *args, **kwargs: None)
+        yield
+
+
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory):
     from modelyard.data.synthetic import write_shapes_folder

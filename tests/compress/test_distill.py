@@ -29,13 +29,6 @@ TEACHER = tiny_config(name="teacher", model={"name": "mlp", "hidden_sizes": [64]
 
 
 @pytest.fixture(scope="module")
-def no_report():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("modelyard.report.html.write_report", lambda *args, **kwargs: None)
-        yield
-
-
-@pytest.fixture(scope="module")
 def teacher(no_report, tmp_path_factory):
     return modelyard.train(TEACHER, output=tmp_path_factory.mktemp("teacher"), quiet=True).path
 

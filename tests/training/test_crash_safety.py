@@ -35,13 +35,6 @@ class Killed(Exception):
 
 
 @pytest.fixture(scope="module")
-def no_report():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("modelyard.report.html.write_report", lambda *args, **kwargs: None)
-        yield
-
-
-@pytest.fixture(scope="module")
 def reference(no_report, tmp_path_factory):
     """The uninterrupted run every interrupted one must end equal to."""
     run = modelyard.train(CFG, output=tmp_path_factory.mktemp("reference"), quiet=True)
