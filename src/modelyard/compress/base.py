@@ -51,8 +51,8 @@ class Parent:
     # compress()'s speed_budget_s and speed_iterations, for a method that times its own run with finish_trained
     speed: dict = field(default_factory=dict)
 
-    @property
-    def cfg(self):
+    @cached_property
+    def cfg(self):  # config.yaml, read and validated once however often a method asks
         return self.run.config()
 
     @property
