@@ -152,6 +152,17 @@ class Predictor:
 
         return predicted_labels(self.predict_proba(inputs, batch_size=batch_size), self.labels)
 
+    def explain(self, inputs, *, method: str | None = None, target: str | None = None, **params):
+        """Which pixels, tokens or columns moved each prediction (`modelyard.explain.explain`).
+
+        Example:
+            >>> e = model.explain("my_digits/", method="integrated-gradients")
+            >>> e[0].values, e[0].predicted, e[0].quality     # (H, W) attributions, label, convergence delta
+        """
+        from modelyard.explain import explain
+
+        return explain(self, inputs, method=method, target=target, **params)
+
     def predict_frame(self, inputs, ids: list[str] | None = None) -> pd.DataFrame:
         """One row per input: id, predicted label, confidence, and every class probability."""
         if isinstance(inputs, (str, Path)):
