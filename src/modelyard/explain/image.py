@@ -149,6 +149,9 @@ def occlusion(subject, batch, params: OcclusionParams) -> Attributions:
     if window > min(side):
         raise ConfigError(f"occlusion window {window} is larger than the input ({'x'.join(map(str, side))}); pass "
                           f"a window of at most {min(side)}")
+    if stride > window:  # patches with gaps between them would leave pixels never occluded
+        raise ConfigError(f"occlusion stride {stride} is larger than the window {window}; pass a stride of at most "
+                          f"{window}")
     baseline = subject.reference.value.float().unsqueeze(0).expand_as(x).contiguous()
     channels = x.shape[1]
 
