@@ -425,7 +425,8 @@ def read_inputs(subject: Subject, inputs, ids: list[str] | None = None) -> tuple
         raws, names = [], []
         for i, item in enumerate(inputs):
             path = Path(item)
-            literal = kind == "text" and (isinstance(item, str) and not _is_file(path))
+            # "" would be Path("."), the working directory: a blank string is an (empty) text, never a path
+            literal = kind == "text" and isinstance(item, str) and (not item.strip() or not _is_file(path))
             if literal:
                 raws.append([str(item)])
                 names.append([str(i + 1)])

@@ -62,6 +62,16 @@ def token_positions(row, kept: set[int]) -> np.ndarray:
     return np.array([i for i, t in enumerate(row.tolist()) if t not in kept], dtype=np.int64)
 
 
+def baseline_ids(subject, ids):
+    """Integrated Gradients' baseline for token ids (N, L): every token of the text replaced by the reference id
+    (mask, else unknown), special tokens and padding kept, so the attention mask and the positions stay."""
+    kept, ref = kept_ids(subject), int(subject.reference.value)
+    base = ids.clone()
+    for row, out in zip(ids, base):
+        out[token_positions(row, kept)] = ref
+    return base
+
+
 def used_length(row, pad_id: int) -> int:
     """Positions up to the last non-padding one: the columns after it change nothing under the attention mask."""
     real = (row != pad_id).nonzero()
@@ -141,15 +151,14 @@ def integrated_gradients(subject, batch, params: IntegratedGradientsParams) -> A
 
     layer, layer_name = embedding_layer(subject)
     pre = subject.predictor.preprocessor
-    kept, ref = kept_ids(subject), int(subject.reference.value)
+    kept = kept_ids(subject)
     lig = LayerIntegratedGradients(subject.probabilities, layer)
     values, units, positions, quality = [], [], [], []
     for row, target in zip(batch.x, batch.target):
         where = token_positions(row, kept)
         # One text at a time, cut after its last token: no text pays for the batch's longest.
         ids = row[:used_length(row, pre.pad_id)].unsqueeze(0)  # (1, T)
-        base = ids.clone()
-        base[0, where] = ref
+        base = baseline_ids(subject, ids)
         with torch.enable_grad():
             attr, delta = lig.attribute(ids, baselines=base, target=int(target), n_steps=params.n_steps,
                                         internal_batch_size=params.internal_batch_size, return_convergence_delta=True)
@@ -168,7 +177,8 @@ def integrated_gradients(subject, batch, params: IntegratedGradientsParams) -> A
                      "the tokens past it are not read and have no attribution")
     return Attributions(values=values, units=units, positions=positions, quality=quality, notes=notes, settings={
         "n_steps": params.n_steps, "internal_batch_size": params.internal_batch_size,
-        "baseline": subject.reference.source, "baseline ids": "every token replaced by it; special tokens and padding kept",
+        "baseline": subject.reference.source,
+        "baseline ids": "every token replaced by it; special tokens and padding kept",
         "layer": layer_name, "attributes": "the target class's probability",
         "max_length": pre.max_length, "truncated_inputs": truncated})
 
@@ -240,13 +250,16 @@ class OcclusionParams(MethodParams):
 def occlusion(subject, batch, params: OcclusionParams) -> Attributions:
     tok = subject.predictor.preprocessor.tokenizer
     occlude_one = _occlude_tokens if tok is not None else _occlude_words
+    # A dynamically quantised model scales its activations by the whole batch's range, so a text's answer
+    # moves with the texts beside it: each occluded copy is evaluated on its own, as `predict` would see it.
+    per_pass = 1 if quantised_per_batch(subject) else params.batch_size
     values, units, positions, capped = [], [], [], []
     for i, target in enumerate(batch.target):
         unit, position, forward = occlude_one(subject, batch, i)
         if len(unit) > params.max_tokens:
             capped.append((batch.ids[i], len(unit)))
             unit, position = unit[:params.max_tokens], position[:params.max_tokens]
-        values.append(ablate(forward, len(unit), int(target), params.batch_size))
+        values.append(ablate(forward, len(unit), int(target), per_pass))
         units.append(unit)
         positions.append(position)
     what = "tokens" if tok is not None else "words"
@@ -255,7 +268,13 @@ def occlusion(subject, batch, params: OcclusionParams) -> Attributions:
     return Attributions(values=values, units=units, positions=positions, notes=notes, settings={
         "attributes": "the target class's probability: p(x) - p(x with the unit replaced)",
         "baseline": subject.reference.source, "occludes": f"one {what[:-1]} at a time",
-        "max_tokens": params.max_tokens})
+        "max_tokens": params.max_tokens, "copies per forward pass": per_pass})
+
+
+def quantised_per_batch(subject) -> bool:
+    """Whether the model quantises activations per batch (torch-int8, onnx-int8): rows then affect each other."""
+    onnx = subject.predictor.meta.get("onnx") or {}
+    return subject.family == "torch-int8" or (subject.family == "onnx" and bool(onnx.get("quantization")))
 
 
 def ablate(forward, n_units: int, target: int, batch_size: int) -> np.ndarray:
