@@ -10,6 +10,7 @@ import click
 
 from modelyard.cli.compress_cmd import compress
 from modelyard.cli.config_cmd import config
+from modelyard.cli.explain_cmd import explain
 from modelyard.cli.reference_cmd import reference_demo
 from modelyard.cli.run_cmds import evaluate, generate, predict, train
 from modelyard.cli.runs_cmd import runs
@@ -36,6 +37,7 @@ cli.add_command(evaluate)
 cli.add_command(predict)
 cli.add_command(generate)
 cli.add_command(compress)
+cli.add_command(explain)
 cli.add_command(report)
 cli.add_command(value)
 cli.add_command(runs)
