@@ -145,6 +145,16 @@ class ShapParams(MethodParams):
     seed: int = 0
 
 
+def _shap():
+    """shap, imported without the deprecation warnings its plotting module raises on import."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        import shap
+    return shap
+
+
 def default_evals(params: ShapParams, n_columns: int) -> int:
     return params.max_evals or min(2 * n_columns + 512, MAX_EVALS)
 
@@ -166,9 +176,22 @@ def _pick(values, target: np.ndarray) -> np.ndarray:
     return values[np.arange(len(target)), :, target]
 
 
-def additivity(values: np.ndarray, fx: np.ndarray, base: np.ndarray) -> list[dict[str, float]]:
-    """SHAP's efficiency: attributions sum to f(x) - E[f(background)]."""
-    return [{"additivity_gap": float(abs(v.sum() - (f - b)))} for v, f, b in zip(values, fx, base)]
+ADDITIVITY_WARNING = 0.01  # probability: a gap past this says the model's outputs are not a function of the row
+
+
+def additivity(subject, batch, values: np.ndarray, fx: np.ndarray, base: np.ndarray
+               ) -> tuple[list[dict[str, float]], list[str]]:
+    """SHAP's efficiency: attributions sum to f(x) - E[f(background)]. Each row's gap, and a note when one is
+    large: a model whose output for a row depends on the rows evaluated beside it breaks the sum."""
+    gaps = [float(abs(v.sum() - (f - b))) for v, f, b in zip(values, fx, base)]
+    notes = []
+    worst = int(np.argmax(gaps))
+    if gaps[worst] > ADDITIVITY_WARNING:
+        why = (" (dynamic int8 quantisation scales activations per batch, so a row's probability shifts with the "
+               "rows beside it)" if subject.family == "torch-int8" else "")
+        notes.append(f"attributions add up to f(x) - E[f(background)] only within {gaps[worst]:.3f} (row "
+                     f"{batch.ids[worst]}): the model's probability for a row depends on the batch it is in{why}")
+    return [{"additivity_gap": g} for g in gaps], notes
 
 
 # ---------------------------------------------------------------- KernelSHAP and permutation SHAP
@@ -178,8 +201,7 @@ def additivity(values: np.ndarray, fx: np.ndarray, base: np.ndarray) -> list[dic
                     summary="KernelSHAP (shap.KernelExplainer) in raw-column space against a k-means summary of the "
                             "training split; any model")
 def kernel_shap(subject, batch, params: ShapParams) -> Attributions:
-    import shap
-
+    shap = _shap()
     codec = ColumnCodec(subject.predictor.preprocessor)
     n_columns = len(codec.columns)
     train, source = training_rows(subject, codec)
@@ -205,20 +227,19 @@ def kernel_shap(subject, batch, params: ShapParams) -> Attributions:
     settings = {"baseline": source, "background_rows": len(background),
                 "nsamples": min(nsamples, exhaustive) if n_columns <= 30 else nsamples,
                 "output": "probability of the target class", "l1_reg": "off (every column gets a value)"}
-    notes = []
+    quality, notes = additivity(subject, batch, values, fx, expected[batch.target])
     if n_columns <= 30 and nsamples < exhaustive:
         notes.append(f"KernelSHAP sampled {nsamples:,} of the {exhaustive:,} column coalitions per row (max_evals); "
                      "values are estimates: raise max_evals for steadier ones")
-    return Attributions(values=list(values), units=[list(codec.columns)] * len(batch),
-                        quality=additivity(values, fx, expected[batch.target]), notes=notes, settings=settings)
+    return Attributions(values=list(values), units=[list(codec.columns)] * len(batch), quality=quality, notes=notes,
+                        settings=settings)
 
 
 @register_explainer("permutation-shap", kinds=("tabular",), needs="forward", params=ShapParams,
                     summary="Permutation SHAP (shap.PermutationExplainer) in raw-column space, columns masked with "
                             "training rows; any model")
 def permutation_shap(subject, batch, params: ShapParams) -> Attributions:
-    import shap
-
+    shap = _shap()
     codec = ColumnCodec(subject.predictor.preprocessor)
     n_columns = len(codec.columns)
     max_evals = default_evals(params, n_columns)
@@ -243,8 +264,9 @@ def permutation_shap(subject, batch, params: ShapParams) -> Attributions:
     permutations = max_evals // (2 * n_columns + 1)
     settings = {"baseline": source, "background_rows": n_background, "max_evals": max_evals,
                 "permutations": f"{permutations} forward-and-back per row", "output": "probability of the target class"}
-    return Attributions(values=list(values), units=[list(codec.columns)] * len(batch),
-                        quality=additivity(values, fx, base), settings=settings)
+    quality, notes = additivity(subject, batch, values, fx, base)
+    return Attributions(values=list(values), units=[list(codec.columns)] * len(batch), quality=quality, notes=notes,
+                        settings=settings)
 
 
 # ---------------------------------------------------------------- exact and gradient attributions
@@ -275,8 +297,8 @@ def linear(subject, batch, params: MethodParams) -> Attributions:
     change = logits[rows, batch.target] - logits[-1, batch.target]
     quality = [{"completeness_gap": float(abs(v.sum() - c))} for v, c in zip(values, change)]
     return Attributions(values=list(values), units=[list(pre.columns)] * len(batch), quality=quality,
-                        settings={"baseline": subject.reference.source,
-                                  "output": "logit of the target class (exact: they sum to logit(x) - logit(reference))"})
+                        settings={"baseline": subject.reference.source, "output": "logit of the target class "
+                                  "(exact: the values sum to logit(x) - logit(reference))"})
 
 
 class IGParams(MethodParams):
@@ -470,25 +492,31 @@ def _title(item, method: str) -> str:
     return f"{predicted} · target {item.target} ({item.probability:.2f}) · {method}"
 
 
+def bars(item) -> tuple[list[str], list[float]]:
+    """A row's chart bars, largest |attribution| first: "column = value" for the TOP_BARS columns, then one bar
+    summing the rest."""
+    cells = _cells(item)
+    order = np.argsort(-np.abs(item.values), kind="stable")
+    shown, rest = order[:TOP_BARS], order[TOP_BARS:]
+    labels = [f"{item.units[j]} = {cells[j]}" for j in shown]
+    values = [float(item.values[j]) for j in shown]
+    if len(rest):
+        labels.append(f"other {len(rest)} column{'s' * (len(rest) > 1)}")
+        values.append(float(item.values[rest].sum()))
+    return labels, values
+
+
 def chart(item, method: str) -> bytes:
-    """A horizontal bar per column, largest |attribution| on top: green toward the target, red against; the
-    columns past TOP_BARS share one bar."""
+    """A horizontal bar per column, largest |attribution| on top: green toward the target, red against."""
     import matplotlib.pyplot as plt
 
     from modelyard.report.page import png_bytes
 
-    cells = _cells(item)
-    order = np.argsort(-np.abs(item.values), kind="stable")
-    shown, rest = order[:TOP_BARS], order[TOP_BARS:]
-    labels = [_plain(f"{item.units[j]} = {cells[j]}") for j in shown]
-    values = [float(item.values[j]) for j in shown]
-    if len(rest):
-        labels.append(f"other {len(rest)} columns")
-        values.append(float(item.values[rest].sum()))
+    labels, values = bars(item)
     fig, ax = plt.subplots(figsize=(8.0, 1.2 + 0.32 * len(values)))
     y = np.arange(len(values))
     ax.barh(y, values, color=["#2a9d3a" if v >= 0 else "#d62728" for v in values])
-    ax.set_yticks(y, labels, fontsize=9)
+    ax.set_yticks(y, [_plain(label) for label in labels], fontsize=9)
     ax.invert_yaxis()
     ax.axvline(0, color="#444", linewidth=0.8)
     ax.set_xlabel("attribution (toward the target +, against -)", fontsize=9)
