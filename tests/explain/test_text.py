@@ -120,6 +120,9 @@ def test_occlusion_works_without_gradients_and_integrated_gradients_says_why_not
 
 
 def test_a_method_for_other_inputs_or_models_is_refused_with_the_list(runs):
+    with pytest.raises(ConfigError, match=r"--method grad-cam does not apply to hf: it explains image and sequence "
+                                          r"inputs.*Methods that do: integrated-gradients, occlusion"):
+        explain(runs["bert"], TEXTS, method="grad-cam")
     with pytest.raises(ConfigError, match=r"--method linear does not apply to text-transformer.*Methods that do: "
                                           r"integrated-gradients, occlusion"):
         explain(runs["transformer"], TEXTS, method="linear")
