@@ -1,6 +1,8 @@
 """Deletion curves and the model-randomisation sanity check (explain/faithfulness.py), on a tiny digits LeNet
 trained to be right on most inputs, and on a tiny TF-IDF model (words replaced by the reference word)."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -55,7 +57,16 @@ def test_random_orders_do_not_depend_on_the_method(scored, lenet, images):
     assert not np.allclose(ig.curves, sal.curves)
     other_seed = deletion_curves(lenet, scored["saliency"][0], images, steps=16, seed=1)
     assert not np.allclose(other_seed.random_curves, sal.random_curves)
-    np.testing.assert_array_equal(other_seed.curves, sal.curves)  # the method's own order has no randomness
+    np.testing.assert_array_equal(other_seed.curves, sal.curves)  # no ties in saliency: its order is its own
+
+
+def test_a_flat_map_scores_as_random_orders_do(scored, lenet, images):
+    e = copy.deepcopy(scored["saliency"][0])
+    for item in e:
+        item.values = np.zeros_like(item.values)  # nothing to order by (Grad-CAM's ReLU often gives this)
+    curves = deletion_curves(lenet, e, images, steps=16)
+    assert curves.flat == len(e) and scored["saliency"][1].flat == 0
+    assert 0.8 < curves.ratio < 1.2  # ties broken at random, not in the order pixels are stored
 
 
 def test_curves_run_from_the_models_probability_to_the_reference_s(scored, lenet):

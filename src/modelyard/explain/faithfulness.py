@@ -52,6 +52,7 @@ class DeletionCurves:
     areas: np.ndarray  # (N,)
     random_areas: np.ndarray  # (N,)
     n_units: np.ndarray  # (N,) units per input
+    flat: int  # inputs whose attributions are all equal (nothing to order by: they score as random does)
     random_orders: int
     reference: str  # what replaced the units (the reference's source)
     settings: dict[str, Any] = field(default_factory=dict)  # the explanation's (n_steps, baseline, caps)
@@ -82,7 +83,8 @@ class DeletionCurves:
 
     def to_json(self) -> dict:
         return {"method": self.method, "kind": self.kind, "n": len(self), "ratio": self.ratio, "area": self.area,
-                "random_area": self.random_area, "random_orders": self.random_orders, "reference": self.reference,
+                "random_area": self.random_area, "random_orders": self.random_orders, "flat": self.flat,
+                "reference": self.reference,
                 "fractions": self.fractions.tolist(), "mean_curve": self.mean_curve.tolist(),
                 "mean_random_curve": self.mean_random_curve.tolist(), "settings": self.settings}
 
@@ -141,8 +143,8 @@ def deletion_curves(model, explanation, inputs, *, steps: int = 20, random_order
     for i, it in enumerate(explanation):
         n = int(n_units[i])
         rng = np.random.default_rng([seed, i])
-        orders = [np.argsort(-it.values.reshape(-1), kind="stable")] + [rng.permutation(n) for _ in
-                                                                        range(random_orders)]
+        orders = [attribution_order(it.values, np.random.default_rng([seed, i, 1]))]
+        orders += [rng.permutation(n) for _ in range(random_orders)]
         ks = np.round(fractions * n).astype(int)
         masks = np.concatenate([_rank(order)[None, :] < ks[:, None] for order in orders])  # (V, units)
         pending.append((i, deleter.variants(i, it, masks)))
@@ -153,7 +155,8 @@ def deletion_curves(model, explanation, inputs, *, steps: int = 20, random_order
     return DeletionCurves(
         method=explanation.method, kind=subject.kind, fractions=fractions, curves=method_curves,
         random_curves=random_curves, areas=_area(method_curves, fractions),
-        random_areas=_area(curves[:, 1:], fractions).mean(axis=1), n_units=n_units, random_orders=random_orders,
+        random_areas=_area(curves[:, 1:], fractions).mean(axis=1), n_units=n_units,
+        flat=sum(1 for it in explanation if it.values.size and np.ptp(it.values) == 0), random_orders=random_orders,
         reference=subject.reference.source, settings=dict(explanation.settings))
 
 
@@ -166,6 +169,13 @@ def faithfulness(model, inputs, method: str | None = None, *, target: str | None
     explanation = explain(predictor, inputs, method=method, target=target, **params)
     return explanation, deletion_curves(predictor, explanation, inputs, steps=steps, random_orders=random_orders,
                                         seed=seed)
+
+
+def attribution_order(values: np.ndarray, rng) -> np.ndarray:
+    """Unit indices, most attributed first. Ties are broken at random: a map that is flat (Grad-CAM's ReLU often
+    zeroes most of it) must score as random does, not by the order the pixels happen to be stored in."""
+    flat = values.reshape(-1)
+    return np.lexsort((rng.permutation(len(flat)), -flat))
 
 
 def _rank(order: np.ndarray) -> np.ndarray:
