@@ -100,6 +100,19 @@ def test_linear_on_tfidf_is_exact(runs):
     assert "linear score" in e.settings["attributes"]
 
 
+def test_occlusion_on_tfidf_replaces_one_word_at_a_time(runs):
+    predictor = modelyard.load(runs["tfidf"])
+    text = "Ping the dns server, then prune the rose."
+    item = explain(predictor, [text], method="occlusion")[0]
+    assert item.units == ["ping", "the", "dns", "server", "then", "prune", "the", "rose"]
+    t = predictor.labels.index(item.target)
+    without_dns = "Ping the [UNK] server, then prune the rose."
+    p = predictor.predict_proba([text, without_dns])[:, t]
+    assert item.values[2] == pytest.approx(p[0] - p[1], abs=1e-9)
+    capped = explain(predictor, [text], method="occlusion", max_tokens=3)
+    assert capped[0].units == item.units[:3] and "only their first 3 are occluded" in capped.notes[0]
+
+
 def test_occlusion_works_without_gradients_and_integrated_gradients_says_why_not(int8_run):
     predictor = modelyard.load(int8_run)
     assert predictor.family == "torch-int8"
@@ -148,13 +161,15 @@ def test_texts_are_read_from_strings_files_and_csv_columns_and_empty_ones_refuse
 
 
 def test_the_page_highlights_tokens_and_escapes_the_text(runs, tmp_path):
-    e = explain(runs["transformer"], TEXTS, method="occlusion")
+    long = "Ping the dns server and the proxy. " * 8  # past max_length (32 tokens)
+    e = explain(runs["transformer"], [*TEXTS, long], method="occlusion")
     index = e.save(tmp_path / "out")
     page = index.read_text(encoding="utf-8")
     assert "<script>" not in page and "&lt;" in page
     shown = html.unescape(re.sub(r"<[^>]+>", "", e.fragment()))  # what a browser displays
-    assert TEXTS[0] in shown and TEXTS[1] in shown  # each text as written, tags and all, past max_length too
+    assert all(text in shown for text in [*TEXTS, long])  # each text as written, tags and all, past max_length too
     assert page.count("<span style=\"background:rgba(") >= len(e[0].units) // 2
     assert "predicted <b>" in page and "target <b>" in page
+    assert "not read" in page  # the tail past max_length is shown, greyed
     csv = (tmp_path / "out" / "attributions.csv").read_text(encoding="utf-8").splitlines()
     assert csv[0] == "id,unit,position,value" and len(csv) == 1 + sum(len(it.units) for it in e)

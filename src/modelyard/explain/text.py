@@ -394,10 +394,27 @@ def _item_html(item) -> str:
                                item.values)
     else:
         body = _highlight_units(units, item.values)
-    top = ", ".join(f"{html.escape(_display(u).strip() or repr(u))} {v:+.3g}" for u, v in item.top(3) if v > 0)
+    order = [int(i) for i in np.argsort(-item.values, kind="stable")[:3] if item.values[i] > 0]
+    top = ", ".join(f"{html.escape(_unit_label(item, i))} {item.values[i]:+.3g}" for i in order)
     strongest = f'<p class="note" style="margin:.2em 0">strongest toward the target: {top}</p>' if top else ""
     return (f'{head}<p style="white-space:pre-wrap;overflow-wrap:anywhere;line-height:1.8;margin:.2em 0">{body}</p>'
             f"{strongest}")
+
+
+def _unit_label(item, i: int) -> str:
+    """How unit i reads in a sentence: the piece and, for a piece of a longer word, the word ('p (in TCP)')."""
+    unit = item.units[i] if item.units else str(i)
+    piece = _display(unit).strip() or repr(unit)
+    spans, text = getattr(item.shown, "spans", None), str(item.shown)
+    if spans is None or item.positions is None or item.positions[i] >= len(spans):
+        return piece
+    start, end = spans[int(item.positions[i])]
+    while start > 0 and not text[start - 1].isspace() and end - start < 40:
+        start -= 1
+    while end < len(text) and not text[end].isspace() and end - start < 40:
+        end += 1
+    word = text[start:end].strip().strip(".,;:!?\"'()[]{}")
+    return f"{piece} (in {word})" if word and word.lower() != piece.lower() else piece
 
 
 def _mark(text: str, value: float, scale: float, title: str) -> str:
