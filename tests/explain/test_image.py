@@ -108,6 +108,14 @@ def test_integrated_gradients_is_complete_from_the_mean_image(lenet, digits, mon
     assert not e.notes
 
 
+def test_integrated_gradients_takes_no_more_inputs_at_once_than_its_internal_batch_size(lenet, digits):
+    whole = lenet.explain(digits, method="integrated-gradients", n_steps=8)
+    chunked = lenet.explain(digits, method="integrated-gradients", n_steps=8, internal_batch_size=3)
+    for a, b in zip(whole, chunked):
+        np.testing.assert_allclose(a.values, b.values, atol=1e-6)
+        assert a.quality["relative_delta"] == pytest.approx(b.quality["relative_delta"], abs=1e-5)
+
+
 def test_too_few_steps_are_flagged(lenet, digits):
     e = lenet.explain(digits, method="integrated-gradients", n_steps=1)
     worst = max(item.quality["relative_delta"] for item in e)

@@ -22,22 +22,23 @@ KINDS = ("image", "sequence")
 NON_NEGATIVE = ("saliency", "grad-cam")  # drawn on a sequential colour map from 0, the rest on a diverging one
 
 
-def _device_inputs(subject, batch):
-    """The batch's inputs and the reference expanded to them, on the model's device: (N, C, H, W) or (N, 1, L)."""
-    x = batch.x.to(subject.predictor.device).float()
-    baseline = subject.reference.value.to(x.device).float().unsqueeze(0).expand_as(x).contiguous()
-    return x, baseline
+GRADIENT_CHUNK = 256  # inputs per backward pass for saliency and Grad-CAM: a folder of images is not one batch
 
 
-def _targets(subject, batch):
+def _chunks(subject, batch, size: int):
+    """The batch's inputs (N, C, H, W) or (N, 1, L) and their target class indices, on the model's device, `size`
+    inputs at a time."""
     import torch
 
-    return torch.as_tensor(np.asarray(batch.target), dtype=torch.long, device=subject.predictor.device)
+    device = subject.predictor.device
+    for start in range(0, len(batch), size):
+        x = batch.x[start:start + size].to(device).float()
+        yield x, torch.as_tensor(np.asarray(batch.target[start:start + size]), dtype=torch.long, device=device)
 
 
-def _per_input(attr) -> list[np.ndarray]:
-    """(N, H, W) or (N, L) -> one float array per input."""
-    return [a for a in attr.detach().cpu().double().numpy()]
+def _per_input(parts) -> list[np.ndarray]:
+    """Chunks of (n, H, W) or (n, L) -> one float array per input."""
+    return [a for part in parts for a in part.detach().cpu().double().numpy()]
 
 
 # ---------------------------------------------------------------- Integrated Gradients
@@ -56,20 +57,23 @@ def integrated_gradients(subject, batch, params: IntegratedGradientsParams) -> A
     import torch
     from captum.attr import IntegratedGradients
 
-    x, baseline = _device_inputs(subject, batch)
-    target = _targets(subject, batch)
     ig = IntegratedGradients(subject.probabilities)
-    attr, delta = ig.attribute(x, baselines=baseline, target=target, n_steps=params.n_steps,
-                               internal_batch_size=params.internal_batch_size, return_convergence_delta=True)
-    with torch.no_grad():
-        rows = torch.arange(len(x), device=x.device)
-        gap = (subject.probabilities(x)[rows, target] - subject.probabilities(baseline)[rows, target]).double().cpu()
-    delta = delta.detach().double().cpu().abs()
-    quality = [{"convergence_delta": float(d), "relative_delta": float(d / max(abs(float(g)), 1e-12))}
-               for d, g in zip(delta, gap)]
+    reference = subject.reference.value.to(subject.predictor.device).float().unsqueeze(0)  # (1, C, H, W)
+    values, quality = [], []
+    # Captum takes internal_batch_size as a number of (input, step) pairs but never fewer than the inputs it is
+    # given, so no more inputs than that go in at once.
+    for x, target in _chunks(subject, batch, params.internal_batch_size):
+        baseline = reference.expand_as(x).contiguous()
+        attr, delta = ig.attribute(x, baselines=baseline, target=target, n_steps=params.n_steps,
+                                   internal_batch_size=params.internal_batch_size, return_convergence_delta=True)
+        with torch.no_grad():
+            rows = torch.arange(len(x), device=x.device)
+            gap = subject.probabilities(x)[rows, target] - subject.probabilities(reference)[0, target]  # (n,)
+        for d, g in zip(delta.detach().double().cpu().abs().tolist(), gap.double().cpu().abs().tolist()):
+            quality.append({"convergence_delta": d, "relative_delta": d / max(g, 1e-12)})
+        values.append(attr.sum(dim=1))  # (n, C, H, W) -> (n, H, W); (n, 1, L) -> (n, L)
     return Attributions(
-        values=_per_input(attr.sum(dim=1)),  # (N, C, H, W) -> (N, H, W); (N, 1, L) -> (N, L)
-        quality=quality,
+        values=_per_input(values), quality=quality,
         settings={"n_steps": params.n_steps, "internal_batch_size": params.internal_batch_size,
                   "baseline": subject.reference.source, "attributes": "the target class's probability",
                   "channels": "summed"})
@@ -83,13 +87,14 @@ def integrated_gradients(subject, batch, params: IntegratedGradientsParams) -> A
 def saliency(subject, batch, params: MethodParams) -> Attributions:
     from captum.attr import Saliency
 
-    x, _ = _device_inputs(subject, batch)
-    x.requires_grad_()
     # The class score, not its probability: a confident prediction's probability saturates at 1.0 in float32 and
     # its gradient underflows to an all-zero map.
-    attr = Saliency(subject.logits).attribute(x, target=_targets(subject, batch), abs=True)
+    gradient = Saliency(subject.logits)
+    # Channels reduce to the strongest one per pixel (Simonyan et al., 2014).
+    maps = [gradient.attribute(x.requires_grad_(), target=target, abs=True).amax(dim=1)
+            for x, target in _chunks(subject, batch, GRADIENT_CHUNK)]
     return Attributions(
-        values=_per_input(attr.amax(dim=1)),  # the strongest channel per pixel (Simonyan et al., 2014)
+        values=_per_input(maps),
         settings={"attributes": "the target class's score (logit)", "gradient": "absolute value",
                   "channels": "maximum over channels"})
 
@@ -101,15 +106,18 @@ def grad_cam(subject, batch, params: MethodParams) -> Attributions:
     from captum.attr import LayerAttribution, LayerGradCam
 
     name, layer = last_convolution(subject)
-    x, _ = _device_inputs(subject, batch)
-    cam = LayerGradCam(subject.logits, layer).attribute(x, target=_targets(subject, batch), relu_attributions=True)
+    cams = LayerGradCam(subject.logits, layer)
     mode = "bilinear" if subject.kind == "image" else "linear"
-    with torch.no_grad():
-        up = LayerAttribution.interpolate(cam.float(), tuple(x.shape[2:]), interpolate_mode=mode)  # (N, 1, *input)
+    maps, cam_shape = [], None
+    for x, target in _chunks(subject, batch, GRADIENT_CHUNK):
+        cam = cams.attribute(x, target=target, relu_attributions=True)  # (n, 1, h, w) at the layer's size
+        cam_shape = tuple(cam.shape[2:])
+        with torch.no_grad():
+            maps.append(LayerAttribution.interpolate(cam.float(), tuple(x.shape[2:]), interpolate_mode=mode)[:, 0])
     return Attributions(
-        values=_per_input(up[:, 0]),
+        values=_per_input(maps),
         settings={"layer": name, "attributes": "the target class's score (logit)",
-                  "upsampling": f"{mode} from {'x'.join(str(s) for s in cam.shape[2:])} to the input",
+                  "upsampling": f"{mode} from {'x'.join(map(str, cam_shape))} to the input",
                   "negative evidence": "dropped (ReLU)"})
 
 
@@ -164,7 +172,7 @@ def occlusion(subject, batch, params: OcclusionParams) -> Attributions:
         baselines=baseline, target=torch.as_tensor(np.asarray(batch.target), dtype=torch.long),
         perturbations_per_eval=max(1, min(shifts, 512 // len(x))))
     return Attributions(
-        values=_per_input(attr.mean(dim=1)),  # a patch spans every channel, so each holds the same value
+        values=_per_input([attr.mean(dim=1)]),  # a patch spans every channel, so each holds the same value
         settings={"window": window, "stride": stride, "baseline": subject.reference.source,
                   "attributes": "drop in the target class's probability when the patch is replaced, averaged over "
                                 "the patches covering each pixel"})
