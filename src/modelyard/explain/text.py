@@ -112,7 +112,7 @@ class ShownText(str):
 
 
 class IntegratedGradientsParams(MethodParams):
-    n_steps: int = Field(50, ge=2, le=10_000, description="points on the path from the baseline to the input")
+    n_steps: int = Field(50, ge=1, le=10_000, description="points on the path from the baseline to the input")
     internal_batch_size: int = Field(16, ge=1, le=100_000,
                                      description="path points per forward pass; IG runs n_steps forward passes per "
                                                  "text and runs out of memory without a cap (captum#245, #538)")
