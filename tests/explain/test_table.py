@@ -129,7 +129,7 @@ def test_integrated_gradients_on_the_mlp_is_complete(mlp, rows):
         t = predictor.labels.index(item.target)
         change = item.probability - p_ref[t]
         assert item.values.shape == (4,)
-        assert abs(item.values.sum() - change) == pytest.approx(abs(item.quality["convergence_delta"]), abs=1e-5)
+        assert abs(item.values.sum() - change) == pytest.approx(item.quality["convergence_delta"], abs=1e-5)
         assert item.quality["relative_delta"] < 0.05
     assert e.settings["n_steps"] == 64 and not e.notes
 
@@ -219,3 +219,12 @@ def test_chart_sums_the_columns_past_the_top_fifteen():
     assert heights[-1] == pytest.approx(values[np.argsort(np.abs(values))[:5]].sum())
     with Image.open(io.BytesIO(chart(item, "kernel-shap"))) as im:  # "$" drawn as text, not mathtext
         assert im.width == 800
+
+
+def test_a_background_with_few_distinct_rows_is_kept_whole_and_weighted():
+    from modelyard.explain.table import _shap, summarise
+
+    rows = np.array([[0.0, 1.0], [2.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    data, source = summarise(_shap(), rows, 5, ["a", "b"], "the training split (4 rows)")
+    assert data.data.tolist() == [[0.0, 1.0], [2.0, 0.0]] and data.weights.tolist() == [0.75, 0.25]
+    assert source == "the 2 distinct rows of the training split (4 rows), weighted by their counts"

@@ -25,6 +25,7 @@ from modelyard.explain.base import Attributions, MethodParams, View, register_ex
 MAX_BACKGROUND = 100  # background rows: each costs a model evaluation per coalition (SHAP warns from 100 too)
 MAX_EVALS = 10_000  # coalitions per row
 MAX_TRAIN_ROWS = 5000  # training rows the background is summarised from: more change little and cost a full read
+CHUNK_ROWS = 65_536  # masked rows decoded at once: KernelSHAP asks for up to MAX_EVALS x MAX_BACKGROUND per row
 TOP_BARS = 15  # columns drawn by name in a row's chart; the rest share one bar
 
 _TRAIN_CACHE: dict[str, tuple[np.ndarray | None, str]] = {}  # model folder -> encoded training rows: a server
@@ -50,7 +51,8 @@ class ColumnCodec:
             out[:, j] = pd.to_numeric(frame[col], errors="coerce").fillna(st["fill"]).to_numpy(np.float64)
         for j, (col, st) in enumerate(self.pre.categorical.items(), start=self.n_numeric):
             values = frame[col].where(frame[col].notna(), st["fill"]).astype(str)
-            out[:, j] = pd.Categorical(values, categories=st["categories"]).codes
+            codes = {name: k for k, name in enumerate(st["categories"])}
+            out[:, j] = values.map(codes).fillna(-1).to_numpy(np.float64)
         return out
 
     def decode(self, matrix: np.ndarray) -> pd.DataFrame:
@@ -96,7 +98,10 @@ def per_column(values: np.ndarray, pre) -> np.ndarray:
 def _target_proba(subject, codec: ColumnCodec):
     """f(encoded rows) -> (n, C) class probabilities, through the model's own preprocessing."""
     def f(matrix: np.ndarray) -> np.ndarray:
-        return subject.proba(subject.predictor.transform(codec.decode(np.atleast_2d(matrix))))
+        matrix = np.atleast_2d(matrix)
+        parts = [subject.proba(subject.predictor.transform(codec.decode(matrix[i:i + CHUNK_ROWS])))
+                 for i in range(0, len(matrix), CHUNK_ROWS)]
+        return np.concatenate(parts)
 
     return f
 
@@ -143,6 +148,20 @@ class ShapParams(MethodParams):
     max_evals: int | None = Field(None, ge=1, le=MAX_EVALS,
                                   description="Coalitions evaluated per row; default 2 x columns + 512.")
     seed: int = 0
+
+
+def summarise(shap, rows: np.ndarray, k: int, columns: list[str], source: str):
+    """At most k weighted background rows for KernelSHAP (its `DenseData`): the distinct rows weighted by their
+    counts when there are no more than k of them (exact), else shap.kmeans' k centres, each column rounded to a
+    value the data holds (a categorical code stays a category)."""
+    from shap.utils._legacy import DenseData  # the weighted data KernelExplainer reads and shap.kmeans returns
+
+    distinct, counts = np.unique(rows, axis=0, return_counts=True)
+    if len(distinct) <= k:
+        return (DenseData(distinct, list(columns), None, counts.astype(np.float64)),
+                f"the {len(distinct)} distinct rows of {source}, weighted by their counts")
+    return (shap.kmeans(rows, k), f"a k-means summary (shap.kmeans) of {source} into {k} weighted rows, each "
+                                  "column rounded to a value the data holds")
 
 
 def _shap():
@@ -207,13 +226,8 @@ def kernel_shap(subject, batch, params: ShapParams) -> Attributions:
     train, source = training_rows(subject, codec)
     if train is None:
         train, source = reference_rows(subject, codec, source)
-    data = background = train
-    weights = np.ones(len(train))
-    if len(train) > params.background:
-        data = shap.kmeans(train, params.background)  # weighted centres, rounded to values the data holds
-        background, weights = data.data, data.weights
-        source = (f"a k-means summary (shap.kmeans) of {source} into {params.background} weighted rows, each a value "
-                  "the training data holds")
+    data, source = summarise(shap, train, params.background, codec.columns, source)
+    background, weights = data.data, data.weights
     nsamples = default_evals(params, n_columns)
     f = _target_proba(subject, codec)
     rows = codec.encode(batch.raw)
@@ -324,7 +338,7 @@ def integrated_gradients(subject, batch, params: IGParams) -> Attributions:
     proba_ref = subject.proba(ref.cpu())[0]
     change = batch.proba[np.arange(len(batch)), batch.target] - proba_ref[batch.target]
     delta = delta.detach().double().cpu().numpy()
-    quality = [{"convergence_delta": float(d), "relative_delta": float(abs(d) / max(abs(c), 1e-12))}
+    quality = [{"convergence_delta": float(abs(d)), "relative_delta": float(abs(d) / max(abs(c), 1e-12))}
                for d, c in zip(delta, change)]
     return Attributions(values=list(values), units=[list(pre.columns)] * len(batch), quality=quality,
                         settings={"baseline": subject.reference.source, "n_steps": params.n_steps,
