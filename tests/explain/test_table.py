@@ -160,6 +160,8 @@ def test_permutation_importance_ranks_the_informative_columns_above_the_noise(ml
     assert sorted(ranked["feature"]) == sorted(COLUMNS) and ranked["importance_mean"].is_monotonic_decreasing
     order = list(ranked["feature"])
     assert order.index("size") < order.index("noise") and order.index("colour") < order.index("noise")
+    with pytest.raises(ConfigError, match="n_repeats must be"):
+        permutation_importance(mlp, n_repeats=0)
     with pytest.raises(ConfigError, match="ranks table columns"):
         permutation_importance(digits_run.path)
     bare = shutil.copytree(Path(mlp) / "model", tmp_path / "bare")

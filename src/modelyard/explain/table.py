@@ -361,7 +361,7 @@ def permutation_importance(model_or_run, *, split: str = "test", n_repeats: int 
         A DataFrame with columns feature, importance_mean, importance_std, the most important column first.
 
     Raises:
-        ConfigError: the model does not read tables.
+        ConfigError: the model does not read tables, or n_repeats is below 1.
         RunError: the model sits in no run, or the run has no such split (or an empty one).
         DataError: the run's data cannot be read, or changed since the run was trained.
 
@@ -373,6 +373,8 @@ def permutation_importance(model_or_run, *, split: str = "test", n_repeats: int 
     from modelyard.artifact import load
     from modelyard.explain.base import Subject
 
+    if not isinstance(n_repeats, int) or n_repeats < 1:
+        raise ConfigError(f"n_repeats must be a whole number of at least 1 (shuffles per column), not {n_repeats!r}")
     predictor = load(model_or_run) if isinstance(model_or_run, (str, Path)) else model_or_run
     pre = getattr(predictor, "preprocessor", None)
     kind = getattr(pre, "kind", "unknown")
