@@ -52,7 +52,8 @@ MAX_UNIT_CHARS = 16
                                                               "default first, and exit.")
 @click.option("--importance", is_flag=True, help="Tables: each column's permutation importance on the test split "
                                                  "(also written to importance.csv).")
-@click.option("--repeats", type=click.IntRange(min=1), metavar="N", help="--importance: shuffles per column (default 5).")
+@click.option("--repeats", type=click.IntRange(min=1), metavar="N",
+              help="--importance: shuffles per column (default 5).")
 def explain(run: str, inputs: tuple[str, ...], method: str | None, target: str | None, output: str | None,
             as_json: bool, list_methods: bool, importance: bool, repeats: int | None, **options) -> None:
     """Explain RUN's predictions for INPUT: which pixels, tokens or table columns moved each one.

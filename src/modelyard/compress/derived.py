@@ -67,7 +67,8 @@ def write_derived(parent, derived: RunDir, compressed, *, speed_budget_s: float 
     for split, (y, prob, names) in predictions.items():
         write_predictions(derived.predictions_dir / f"{split}.csv", names, y, prob, labels)
     write_report(derived, cfg, metrics, [], predictions["test"], labels,
-                 texts=parent.split("test").x if parent.predictor.preprocessor.kind == "text" else None)
+                 texts=parent.split("test").x if parent.predictor.preprocessor.kind == "text" else None,
+                 model=model)  # model/ is filled after the report: its explanations take the staged model
     staged.rename(derived.model_dir)
     derived.set_status(status="completed", finished=utc_stamp())
     return metrics

@@ -110,8 +110,14 @@ def _figure(figures: dict, name: str) -> tuple[bytes | None, str, str]:
 
 
 def write_report(run, cfg, metrics: dict, history: list[dict], test_predictions, labels: list[str],
-                 texts: list[str] | None = None) -> None:
-    """Write run/report.html and every figure as run/plots/<name>.png."""
+                 texts: list[str] | None = None, model=None) -> None:
+    """Write run/report.html and every figure as run/plots/<name>.png.
+
+    Args:
+        model: the run's loaded `Predictor`, for the explanations, when it is not yet in the run's model/ folder.
+    """
+    from modelyard.report.explain import explain_section
+
     y, prob, _ = test_predictions
     test = metrics["test"]
     figures = {
@@ -155,6 +161,7 @@ Test set: {test['n']} examples; validation: {metrics['val']['n']}.</p>
 {_confusions_html(confused_pairs(y, prob, labels, texts)) if texts is not None else ''}
 <h2>Can its confidence be trusted? (test)</h2>
 {figure(figures['reliability'], plots.title('reliability'), ece)}
+{explain_section(run, cfg, test_predictions, labels, model=model)}
 <h2>{config_heading}</h2><pre>{html.escape(config_to_yaml(cfg))}</pre>"""
     name = f"{cfg.name} ({metrics['method']})" if derived else cfg.name
     run.report_path.write_text(document(f"{name} - modelyard report", body), encoding="utf-8")
