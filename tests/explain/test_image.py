@@ -150,6 +150,15 @@ def test_occlusion_explains_a_model_without_gradients(lenet, digits, tmp_path):
     assert explain(int8, digits[:1]).method == "occlusion"  # the default falls back to what applies
 
 
+def test_gradient_methods_explain_a_bf16_model(lenet, digits, tmp_path):
+    from modelyard.compress import compress
+
+    bf16 = modelyard.load(compress(lenet.model_dir.parent, "bf16", output=tmp_path, speed_iterations=1).path)
+    for method in ("integrated-gradients", "grad-cam"):
+        e = bf16.explain(digits[:2], method=method, **({"n_steps": 8} if method == "integrated-gradients" else {}))
+        assert all(item.values.shape == (8, 8) and np.isfinite(item.values).all() for item in e)
+
+
 def test_occlusion_options_are_checked(lenet, digits):
     with pytest.raises(ConfigError, match="window 9 is larger than the input"):
         lenet.explain(digits, method="occlusion", window=9)

@@ -36,6 +36,19 @@ def _chunks(subject, batch, size: int):
         yield x, torch.as_tensor(np.asarray(batch.target[start:start + size]), dtype=torch.long, device=device)
 
 
+def _scores(subject, *, probabilities: bool):
+    """The target-independent function gradient methods differentiate: class probabilities or scores (B, C) of
+    float inputs. A bf16 model (a `compress bf16` run) gets its inputs cast to bf16 inside it, so gradients still
+    reach float32 inputs."""
+    dtype = next(subject.module.parameters()).dtype
+
+    def scores(x):
+        out = subject.logits(x if x.dtype == dtype else x.to(dtype))
+        return out.softmax(dim=-1) if probabilities else out
+
+    return scores
+
+
 def _per_input(parts) -> list[np.ndarray]:
     """Chunks of (n, H, W) or (n, L) -> one float array per input."""
     return [a for part in parts for a in part.detach().cpu().double().numpy()]
@@ -57,7 +70,8 @@ def integrated_gradients(subject, batch, params: IntegratedGradientsParams) -> A
     import torch
     from captum.attr import IntegratedGradients
 
-    ig = IntegratedGradients(subject.probabilities)
+    probabilities = _scores(subject, probabilities=True)
+    ig = IntegratedGradients(probabilities)
     reference = subject.reference.value.to(subject.predictor.device).float().unsqueeze(0)  # (1, C, H, W)
     values, quality = [], []
     # Captum takes internal_batch_size as a number of (input, step) pairs but never fewer than the inputs it is
@@ -68,7 +82,7 @@ def integrated_gradients(subject, batch, params: IntegratedGradientsParams) -> A
                                    internal_batch_size=params.internal_batch_size, return_convergence_delta=True)
         with torch.no_grad():
             rows = torch.arange(len(x), device=x.device)
-            gap = subject.probabilities(x)[rows, target] - subject.probabilities(reference)[0, target]  # (n,)
+            gap = probabilities(x)[rows, target] - probabilities(reference)[0, target]  # (n,)
         for d, g in zip(delta.detach().double().cpu().abs().tolist(), gap.double().cpu().abs().tolist()):
             quality.append({"convergence_delta": d, "relative_delta": d / max(g, 1e-12)})
         values.append(attr.sum(dim=1))  # (n, C, H, W) -> (n, H, W); (n, 1, L) -> (n, L)
@@ -89,7 +103,7 @@ def saliency(subject, batch, params: MethodParams) -> Attributions:
 
     # The class score, not its probability: a confident prediction's probability saturates at 1.0 in float32 and
     # its gradient underflows to an all-zero map.
-    gradient = Saliency(subject.logits)
+    gradient = Saliency(_scores(subject, probabilities=False))
     # Channels reduce to the strongest one per pixel (Simonyan et al., 2014).
     maps = [gradient.attribute(x.requires_grad_(), target=target, abs=True).amax(dim=1)
             for x, target in _chunks(subject, batch, GRADIENT_CHUNK)]
@@ -106,7 +120,7 @@ def grad_cam(subject, batch, params: MethodParams) -> Attributions:
     from captum.attr import LayerAttribution, LayerGradCam
 
     name, layer = last_convolution(subject)
-    cams = LayerGradCam(subject.logits, layer)
+    cams = LayerGradCam(_scores(subject, probabilities=False), layer)
     mode = "bilinear" if subject.kind == "image" else "linear"
     maps, cam_shape = [], None
     for x, target in _chunks(subject, batch, GRADIENT_CHUNK):
