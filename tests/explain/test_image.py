@@ -186,8 +186,8 @@ def test_save_writes_a_page_the_json_and_a_png_per_input(tmp_path):
     rng = np.random.default_rng(0)
     items = [Item(id=id_, predicted="<b>cat</b>", target=target, probability=0.9, values=rng.normal(size=(8, 8)),
                   units=None, positions=None, shown=rng.uniform(size=(8, 8, 3)), quality={"relative_delta": 0.01})
-             for id_, target in [("sub/dir/x.png", "<b>cat</b>"), ("sub_dir_x.png", "dog & co")]]
-    e = Explanation(method="integrated-gradients", kind="image", labels=["<b>cat</b>", "dog & co"], items=items,
+             for id_, target in [("sub/dir/x.png", "<b>cat</b>"), ("sub_dir_x.png", "dog & $x^$")]]
+    e = Explanation(method="integrated-gradients", kind="image", labels=["<b>cat</b>", "dog & $x^$"], items=items,
                     settings={"n_steps": 50})
     index = e.save(tmp_path / "out")
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
@@ -195,7 +195,7 @@ def test_save_writes_a_page_the_json_and_a_png_per_input(tmp_path):
     with Image.open(tmp_path / "out" / "sub_dir_x.png") as im:
         assert im.format == "PNG" and im.size[0] <= 1060
     page = index.read_text()
-    assert "&lt;b&gt;cat&lt;/b&gt;" in page and "dog &amp; co" in page and "<b>cat</b>" not in page
+    assert "&lt;b&gt;cat&lt;/b&gt;" in page and "dog &amp; $x^$" in page and "<b>cat</b>" not in page
     assert page.count("data:image/png;base64,") == 2
     assert json.loads((tmp_path / "out" / "explanations.json").read_text())["items"][0]["shape"] == [8, 8]
 

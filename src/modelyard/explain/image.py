@@ -196,8 +196,11 @@ def occlusion(subject, batch, params: OcclusionParams) -> Attributions:
 
 
 def _label(text: str, limit: int = 24) -> str:
+    """A label as a figure title shows it: shortened, and its dollar signs literal (matplotlib reads $...$ as
+    mathematics, and fails on some)."""
     text = str(text)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    text = text if len(text) <= limit else text[:limit - 1] + "…"
+    return text.replace("$", r"\$")
 
 
 def title(item, method: str) -> str:
