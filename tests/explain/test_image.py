@@ -67,6 +67,8 @@ def test_each_method_gives_one_value_per_position_of_a_sequence(sequence_model, 
     assert [item.values.shape for item in e] == [(40,)] * 3
     assert all(np.isfinite(item.values).all() for item in e)
     np.testing.assert_allclose(e[0].shown, x[0], atol=1e-5)  # shown in the sequence's own units
+    if method == "occlusion":
+        assert (e.settings["window"], e.settings["stride"]) == (6, 3)  # about 1/7 of 40 positions, half-overlapping
 
 
 def test_image_files_are_explained_and_shown_as_they_look(lenet, digits, tmp_path):

@@ -20,8 +20,6 @@ from modelyard.explain.base import Attributions, MethodParams, View, register_ex
 
 KINDS = ("image", "sequence")
 NON_NEGATIVE = ("saliency", "grad-cam")  # drawn on a sequential colour map from 0, the rest on a diverging one
-
-
 GRADIENT_CHUNK = 256  # inputs per backward pass for saliency and Grad-CAM: a folder of images is not one batch
 
 
