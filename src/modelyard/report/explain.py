@@ -27,8 +27,9 @@ RIGHT, WRONG = 4, 4  # examples predicted right and wrong; fewer when the test s
 TEXT_TRANSFORMER_RIGHT, TEXT_TRANSFORMER_WRONG = 2, 2
 # The settings a method is run at here, where its params class takes them: about a third of the steps Integrated
 # Gradients defaults to (its completeness gap is shown, so a sample that needed more says so), and small caps on
-# the model-agnostic methods' evaluations. Batch sizes stay the method's own: they bound memory, not cost.
-CHEAP = {"n_steps": 32, "max_evals": 256, "background": 10, "max_tokens": 128}
+# the model-agnostic methods' evaluations (KernelSHAP's cost is rows x max_evals x background forward rows).
+# Batch sizes stay the method's own: they bound memory, not cost.
+CHEAP = {"n_steps": 32, "max_evals": 256, "background": 5, "max_tokens": 128}
 
 
 def explain_section(run, cfg, test_predictions, labels: list[str], *, model=None) -> str:
