@@ -123,7 +123,9 @@ def test_a_table_explains_csv_rows_and_ranks_its_columns(wine_run, wine_csv, tmp
     saved = pd.read_csv(tmp_path / "imp" / "importance.csv")
     columns = set(pd.read_csv(wine_csv).columns) - {"cultivar"}
     assert len(saved) == len(columns) and set(saved.iloc[:, 0]) == columns
-    assert saved.iloc[0, 0] in out.splitlines()[1]  # the most important column is printed first
+    lines = out.splitlines()
+    assert lines[0].startswith("permutation importance: the drop in test accuracy") and "(2 shuffles each" in lines[0]
+    assert saved.iloc[0, 0] in lines[2]  # the most important column is printed first
 
 
 @pytest.mark.parametrize("args, message", [

@@ -213,11 +213,14 @@ def _print_importance(run, subject, output, repeats, as_json) -> None:
     from modelyard.cli.run_cmds import write_output
     from modelyard.explain.table import permutation_importance
 
-    frame = permutation_importance(run, split="test", n_repeats=repeats or 5, seed=0)
+    frame = permutation_importance(subject.predictor, split="test", n_repeats=repeats or 5, seed=0)
     path = (Path(output) if output else default_folder(run)) / "importance.csv"
     write_output(path, lambda tmp: frame.to_csv(tmp, index=False))
     if as_json:
         click.echo(json.dumps(frame.to_dict(orient="records"), indent=1, default=str))
     else:
+        facts = frame.attrs
+        click.echo(f"permutation importance: the drop in test accuracy when a column is shuffled among the "
+                   f"{facts.get('rows', '?')} test rows ({facts.get('n_repeats', '?')} shuffles each, seed 0)")
         click.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     click.echo(f"importance written to {path}", err=True)
