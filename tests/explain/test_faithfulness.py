@@ -135,6 +135,13 @@ def test_tfidf_words_are_replaced_by_the_reference_word(tfidf, topics_csv):
     assert curves.ratio < 1.0
 
 
+def test_a_text_without_a_word_the_model_reads_has_a_flat_curve(tfidf):
+    e = explain(tfidf, ["a ?"], method="linear")  # one-letter tokens: the analyzer keeps no word
+    curves = deletion_curves(tfidf, e, ["a ?"], steps=4)
+    assert curves.n_units.tolist() == [0]
+    np.testing.assert_allclose(curves.curves[0], e[0].probability)
+
+
 def test_the_sanity_check_needs_a_torch_model(tfidf):
     with pytest.raises(ConfigError, match="re-initialises a torch model"):
         sanity_check(tfidf, ["a text"], "linear")

@@ -128,28 +128,30 @@ def deletion_curves(model, explanation, inputs, *, steps: int = 20, random_order
         if it.values.size != n:
             raise ConfigError(f"input {it.id}: {it.values.size} attributions for {n} units; the explanation does "
                               "not belong to these inputs")
-    rows_per_input = (1 + random_orders) * len(fractions)
     curves = np.empty((len(raw), 1 + random_orders, len(fractions)))
-    pending: list[tuple[int, Any]] = []
+    pending: list[tuple[int, np.ndarray, Any]] = []  # (input, inverse of its distinct masks, their variants)
 
     def flush():
         if not pending:
             return
-        proba = subject.proba(deleter.stack([v for _, v in pending]))
-        for (i, _), chunk in zip(pending, np.split(proba, len(pending))):
-            curves[i] = chunk[:, targets[i]].reshape(1 + random_orders, len(fractions))
+        proba = subject.proba(deleter.stack([v for _, _, v in pending]))
+        start = 0
+        for i, inverse, _ in pending:
+            distinct = proba[start:start + inverse.max() + 1, targets[i]]
+            curves[i] = distinct[inverse].reshape(1 + random_orders, len(fractions))
+            start += inverse.max() + 1
         pending.clear()
 
+    rows = 0
     for i, it in enumerate(explanation):
-        n = int(n_units[i])
-        rng = np.random.default_rng([seed, i])
-        orders = [attribution_order(it.values, np.random.default_rng([seed, i, 1]))]
-        orders += [rng.permutation(n) for _ in range(random_orders)]
-        ks = np.round(fractions * n).astype(int)
-        masks = np.concatenate([_rank(order)[None, :] < ks[:, None] for order in orders])  # (V, units)
-        pending.append((i, deleter.variants(i, it, masks)))
-        if len(pending) * rows_per_input >= BATCH_ROWS:
+        masks = deletion_masks(it.values, int(n_units[i]), fractions, random_orders, seed=(seed, i))
+        # k = 0 and k = all are the same input in every order, and short texts repeat k: each is run once
+        distinct, inverse = np.unique(masks, axis=0, return_inverse=True)
+        pending.append((i, inverse.reshape(-1), deleter.variants(i, it, distinct)))
+        rows += len(distinct)
+        if rows >= BATCH_ROWS:
             flush()
+            rows = 0
     flush()
     method_curves, random_curves = curves[:, 0], curves[:, 1:].mean(axis=1)
     return DeletionCurves(
@@ -169,6 +171,17 @@ def faithfulness(model, inputs, method: str | None = None, *, target: str | None
     explanation = explain(predictor, inputs, method=method, target=target, **params)
     return explanation, deletion_curves(predictor, explanation, inputs, steps=steps, random_orders=random_orders,
                                         seed=seed)
+
+
+def deletion_masks(values: np.ndarray, n: int, fractions: np.ndarray, random_orders: int, *, seed) -> np.ndarray:
+    """(1 + random_orders) x len(fractions) rows of n flags, True = replaced: the method's order first, then the
+    random orders, each deleting round(fraction x n) units. Random orders depend on `seed` only (never on the
+    attributions), so every method of the same inputs meets the same random curves."""
+    rng = np.random.default_rng(seed)
+    orders = [attribution_order(values, np.random.default_rng([*seed, 1]))]
+    orders += [rng.permutation(n) for _ in range(random_orders)]
+    ks = np.round(fractions * n).astype(int)
+    return np.concatenate([_rank(order)[None, :] < ks[:, None] for order in orders])  # (V, n)
 
 
 def attribution_order(values: np.ndarray, rng) -> np.ndarray:
