@@ -136,7 +136,9 @@ def flat_maps(curves) -> str:
     return f"; {curves.flat} of {len(curves)} maps flat" if curves.flat else ""
 
 
-def score(predictor, experiment: str, x, method: str, args) -> dict:
+def score(predictor, experiment: str, x, method: str, args, earlier=None) -> tuple[dict, object]:
+    """One method's row, and its curves (whose random curves the model's next method reuses: `earlier`)."""
+    from modelyard.errors import ConfigError
     from modelyard.explain import explain
     from modelyard.explain.faithfulness import deletion_curves
 
@@ -144,16 +146,25 @@ def score(predictor, experiment: str, x, method: str, args) -> dict:
     e = explain(predictor, x, method=method, **method_params(method, args))
     explain_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    d = deletion_curves(predictor, e, x, steps=args.curve_steps, random_orders=args.random_orders, seed=args.seed)
+    options = {"steps": args.curve_steps, "random_orders": args.random_orders, "seed": args.seed}
+    d = None
+    if earlier is not None:
+        try:
+            d = deletion_curves(predictor, e, x, random_from=earlier, **options)
+        except ConfigError:  # another unit count (a cap on tokens): its random curves are its own
+            pass
+    if d is None:
+        d = deletion_curves(predictor, e, x, **options)
     target = TARGETS.get((experiment, method))
     ratios = d.areas / np.maximum(d.random_areas, 1e-12)
     return {"model": experiment, "method": method, "n": len(d), "n_steps": e.settings.get("n_steps"),
             "area": d.area, "random_area": d.random_area, "ratio": d.ratio,
             "median_ratio": float(np.median(ratios)), "target": target,
             "pass": None if target is None else bool(d.ratio <= target), "s_per_example": explain_s / len(d),
-            "scoring_s_per_example": (time.perf_counter() - t0) / len(d), "quality": quality_figure(e) + flat_maps(d), "flat": d.flat,
+            "scoring_s_per_example": (time.perf_counter() - t0) / len(d), "flat": d.flat,
+            "quality": quality_figure(e) + flat_maps(d),
             "fractions": d.fractions.tolist(), "mean_curve": d.mean_curve.tolist(),
-            "mean_random_curve": d.mean_random_curve.tolist(), "settings": e.settings}
+            "mean_random_curve": d.mean_random_curve.tolist(), "settings": e.settings}, d
 
 
 def sanity(predictor, experiment: str, x, method: str, args) -> dict:
@@ -213,8 +224,9 @@ def main() -> None:
             subject = Subject(predictor)
             experiment = predictor.meta["experiment"]
             x = test_sample(run, args.n, args.seed)
+            curves = None
             for method in methods_for(subject):
-                r = score(predictor, experiment, x, method, args)
+                r, curves = score(predictor, experiment, x, method, args, earlier=curves)
                 results.append(r)
                 print(row(r), flush=True)
             if model in SANITY_MODELS and subject.family in GRADIENT_FAMILIES and args.sanity_n:

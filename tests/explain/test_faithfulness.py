@@ -58,6 +58,11 @@ def test_random_orders_do_not_depend_on_the_method(scored, lenet, images):
     other_seed = deletion_curves(lenet, scored["saliency"][0], images, steps=16, seed=1)
     assert not np.allclose(other_seed.random_curves, sal.random_curves)
     np.testing.assert_array_equal(other_seed.curves, sal.curves)  # no ties in saliency: its order is its own
+    reused = deletion_curves(lenet, scored["saliency"][0], images, steps=16, random_from=ig)
+    np.testing.assert_array_equal(reused.random_curves, sal.random_curves)
+    assert reused.ratio == sal.ratio
+    with pytest.raises(ConfigError, match="random_from holds the curves of other"):
+        deletion_curves(lenet, scored["saliency"][0], images, steps=8, random_from=ig)
 
 
 def test_a_flat_map_scores_as_random_orders_do(scored, lenet, images):

@@ -54,6 +54,7 @@ class DeletionCurves:
     n_units: np.ndarray  # (N,) units per input
     flat: int  # inputs whose attributions are all equal (nothing to order by: they score as random does)
     random_orders: int
+    seed: int
     reference: str  # what replaced the units (the reference's source)
     settings: dict[str, Any] = field(default_factory=dict)  # the explanation's (n_steps, baseline, caps)
 
@@ -89,8 +90,8 @@ class DeletionCurves:
                 "mean_random_curve": self.mean_random_curve.tolist(), "settings": self.settings}
 
 
-def deletion_curves(model, explanation, inputs, *, steps: int = 20, random_orders: int = 5,
-                    seed: int = 0) -> DeletionCurves:
+def deletion_curves(model, explanation, inputs, *, steps: int = 20, random_orders: int = 5, seed: int = 0,
+                    random_from: DeletionCurves | None = None) -> DeletionCurves:
     """Score `explanation` (what `explain` returned for `inputs`) by deletion curves.
 
     Args:
@@ -100,10 +101,12 @@ def deletion_curves(model, explanation, inputs, *, steps: int = 20, random_order
         steps: points on the curve after k = 0: k = round(j / steps * units), j = 0 .. steps.
         random_orders: random orders averaged for the baseline curve; seeded by `seed` and the input's index
             only, so every method is compared with the same random curves.
+        random_from: the curves of another method's explanation of the same inputs: its random curves are
+            reused instead of recomputed (they would come out the same; five sixths of the cost).
 
     Raises:
-        ConfigError: the explanation does not match the inputs, or the model reads a kind of input no deletion
-            is defined for.
+        ConfigError: the explanation does not match the inputs or `random_from`, or the model reads a kind of
+            input no deletion is defined for.
     """
     from modelyard.explain.base import Batch, Subject
 
@@ -111,10 +114,7 @@ def deletion_curves(model, explanation, inputs, *, steps: int = 20, random_order
     if explanation.kind != subject.kind:
         raise ConfigError(f"the explanation is of {explanation.kind} inputs and the model reads {subject.kind} "
                           "inputs; score an explanation with the model that gave it")
-    if isinstance(inputs, Batch):
-        raw, x = inputs.raw, inputs.x
-    else:
-        raw, x = _read(subject, inputs)
+    raw, x = (inputs.raw, inputs.x) if isinstance(inputs, Batch) else _read(subject, inputs)
     if len(raw) != len(explanation):
         raise ConfigError(f"{len(explanation)} explanations for {len(raw)} inputs; pass the inputs that were "
                           "explained, in the same order")
@@ -122,13 +122,33 @@ def deletion_curves(model, explanation, inputs, *, steps: int = 20, random_order
         raise ConfigError(f"steps ({steps}) and random_orders ({random_orders}) must be at least 1")
     deleter = DELETERS[subject.kind](subject, raw, x)
     fractions = np.linspace(0.0, 1.0, steps + 1)
-    targets = [subject.labels.index(it.target) for it in explanation]
     n_units = np.array([deleter.units(i, it) for i, it in enumerate(explanation)])
-    for i, (it, n) in enumerate(zip(explanation, n_units)):
+    for it, n in zip(explanation, n_units):
         if it.values.size != n:
             raise ConfigError(f"input {it.id}: {it.values.size} attributions for {n} units; the explanation does "
                               "not belong to these inputs")
-    curves = np.empty((len(raw), 1 + random_orders, len(fractions)))
+    if random_from is not None:
+        _check_reusable(random_from, n_units, fractions, random_orders, seed)
+    curves = _probabilities(subject, deleter, explanation, n_units, fractions,
+                            0 if random_from is not None else random_orders, seed)
+    method_curves = curves[:, 0]
+    if random_from is not None:
+        random_curves, random_areas = random_from.random_curves, random_from.random_areas
+    else:
+        random_curves, random_areas = curves[:, 1:].mean(axis=1), _area(curves[:, 1:], fractions).mean(axis=1)
+    return DeletionCurves(
+        method=explanation.method, kind=subject.kind, fractions=fractions, curves=method_curves,
+        random_curves=random_curves, areas=_area(method_curves, fractions), random_areas=random_areas,
+        n_units=n_units, flat=sum(1 for it in explanation if it.values.size and np.ptp(it.values) == 0),
+        random_orders=random_orders, seed=seed, reference=subject.reference.source,
+        settings=dict(explanation.settings))
+
+
+def _probabilities(subject, deleter, explanation, n_units, fractions, random_orders: int, seed: int) -> np.ndarray:
+    """(N, 1 + random_orders, S + 1): each input's target probability along its method's order and the random
+    ones, forward passes batched over inputs."""
+    targets = [subject.labels.index(it.target) for it in explanation]
+    curves = np.empty((len(explanation), 1 + random_orders, len(fractions)))
     pending: list[tuple[int, np.ndarray, Any]] = []  # (input, inverse of its distinct masks, their variants)
 
     def flush():
@@ -137,9 +157,9 @@ def deletion_curves(model, explanation, inputs, *, steps: int = 20, random_order
         proba = subject.proba(deleter.stack([v for _, _, v in pending]))
         start = 0
         for i, inverse, _ in pending:
-            distinct = proba[start:start + inverse.max() + 1, targets[i]]
-            curves[i] = distinct[inverse].reshape(1 + random_orders, len(fractions))
-            start += inverse.max() + 1
+            n = inverse.max() + 1
+            curves[i] = proba[start:start + n, targets[i]][inverse].reshape(1 + random_orders, len(fractions))
+            start += n
         pending.clear()
 
     rows = 0
@@ -153,13 +173,16 @@ def deletion_curves(model, explanation, inputs, *, steps: int = 20, random_order
             flush()
             rows = 0
     flush()
-    method_curves, random_curves = curves[:, 0], curves[:, 1:].mean(axis=1)
-    return DeletionCurves(
-        method=explanation.method, kind=subject.kind, fractions=fractions, curves=method_curves,
-        random_curves=random_curves, areas=_area(method_curves, fractions),
-        random_areas=_area(curves[:, 1:], fractions).mean(axis=1), n_units=n_units,
-        flat=sum(1 for it in explanation if it.values.size and np.ptp(it.values) == 0), random_orders=random_orders,
-        reference=subject.reference.source, settings=dict(explanation.settings))
+    return curves
+
+
+def _check_reusable(other: DeletionCurves, n_units, fractions, random_orders: int, seed: int) -> None:
+    same = (len(other) == len(n_units) and np.array_equal(other.n_units, n_units)
+            and np.array_equal(other.fractions, fractions) and other.random_orders == random_orders
+            and other.seed == seed)
+    if not same:
+        raise ConfigError("random_from holds the curves of other inputs, units, steps, orders or seed; pass the "
+                          "curves of another explanation of the same inputs with the same settings")
 
 
 def faithfulness(model, inputs, method: str | None = None, *, target: str | None = None, steps: int = 20,
