@@ -163,7 +163,8 @@ def list_keys_cmd(as_json: bool) -> None:
 @keys.command("usage")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def usage_cmd(as_json: bool) -> None:
-    """Requests, predictions and compute milliseconds per key, and this month's predictions against its quota."""
+    """Requests, predictions, inputs explained and compute milliseconds per key, and this month's predictions
+    against its quota."""
     from modelyard.store.keys import usage
 
     rows = usage()
@@ -171,8 +172,9 @@ def usage_cmd(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     month = rows[0]["month"] if rows else ""
-    click.echo(f"{'client':<16} {'key':<12} {'requests':>10} {'predictions':>12} {'compute ms':>12} "
-               f"{'quota used ' + month:>22}  status")
+    click.echo(f"{'client':<16} {'key':<12} {'requests':>10} {'predictions':>12} {'explained':>10} "
+               f"{'compute ms':>12} {'quota used ' + month:>22}  status")
     for r in rows:
         click.echo(f"{r['name']:<16} {r['prefix']:<12} {r['requests']:>10} {r['predictions']:>12} "
-                   f"{r['compute_ms']:>12.1f} {_quota_text(r):>22}  {'revoked' if r['revoked_at'] else 'live'}")
+                   f"{r['explanations']:>10} {r['compute_ms']:>12.1f} {_quota_text(r):>22}  "
+                   f"{'revoked' if r['revoked_at'] else 'live'}")

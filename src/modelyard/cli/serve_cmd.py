@@ -24,11 +24,20 @@ import click
 @click.option("--runtime", type=click.Choice(["auto", "onnx"]), default="auto", show_default=True,
               help="auto: what the model folder holds; onnx: a torch or hf model is exported to ONNX once (kept "
                    "in MODELYARD_HOME/onnx-cache) and served by ONNX Runtime.")
+@click.option("--explain-max-instances", default=4, show_default=True, type=click.IntRange(1, 10_000),
+              help="Most inputs in one explanation request (each costs many forward passes).")
+@click.option("--explain-max-body-mb", default=1.0, show_default=True, type=click.FloatRange(0.001, 1024),
+              help="Larger explanation request bodies get 413.")
+@click.option("--explain-concurrency", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="Explanations run at once per worker, each on a copy of the model; more get 503 at once.")
+@click.option("--explain-timeout-s", default=60.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="An explanation running longer is stopped and answered 504.")
 @click.option("--no-auth", is_flag=True, help="Serve without API keys (local experiments only).")
 @click.option("--no-access-log", is_flag=True,
               help="Write no line per request (time, client name, route, status, latency) to stderr.")
 def serve(model: str, name: str | None, host: str, port: int, workers: int, max_batch_size: int,
-          max_wait_ms: float, max_body_mb: float, max_items: int, runtime: str, no_auth: bool,
+          max_wait_ms: float, max_body_mb: float, max_items: int, runtime: str, explain_max_instances: int,
+          explain_max_body_mb: float, explain_concurrency: int, explain_timeout_s: float, no_auth: bool,
           no_access_log: bool) -> None:
     """Serve MODEL over HTTP: NAME (its production version, else the latest) or NAME:VERSION from the registry,
     or a run directory written as a path (./digits, runs/digits-...; a bare name always means the registry)."""
@@ -41,7 +50,9 @@ def serve(model: str, name: str | None, host: str, port: int, workers: int, max_
         click.echo("warning: --no-auth: anyone who can reach this port can use the model", err=True)
     cfg = ServerConfig(model=model, name=name, auth=not no_auth, max_batch_size=max_batch_size,
                        max_wait_ms=max_wait_ms, max_body_bytes=int(max_body_mb * 2**20), max_items=max_items,
-                       access_log=not no_access_log, runtime=runtime)
+                       access_log=not no_access_log, runtime=runtime, explain_max_instances=explain_max_instances,
+                       explain_max_body_bytes=int(explain_max_body_mb * 2**20),
+                       explain_concurrency=explain_concurrency, explain_timeout_s=explain_timeout_s)
     run_server(cfg, host=host, port=port, workers=workers, serving=shown)  # prints the URL once the port is bound
 
 

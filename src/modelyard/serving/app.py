@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
-from modelyard.serving import metrics, routes_v1, routes_v2
+from modelyard.serving import metrics, routes_explain, routes_v1, routes_v2
 from modelyard.serving.auth import AuthMiddleware, KeyChecker
 from modelyard.serving.context import Served
 from modelyard.serving.errors import install_error_handlers
@@ -47,6 +47,11 @@ class ServerConfig:
     db_url: str | None = None
     access_log: bool = True
     runtime: str = "auto"  # "onnx": a torch or hf model is exported to ONNX and served by ONNX Runtime
+    # POST /v1/models/NAME/explain costs many forward passes per input: limits of its own (routes_explain)
+    explain_max_instances: int = 4
+    explain_max_body_bytes: int = 2**20
+    explain_concurrency: int = 1  # per server process; each slot holds a copy of the model
+    explain_timeout_s: float = 60.0
 
 
 def create_app(cfg: ServerConfig) -> FastAPI:
@@ -57,12 +62,13 @@ def create_app(cfg: ServerConfig) -> FastAPI:
                                "Protocol (KServe v2) and a v1 JSON API. Authenticate with "
                                "`Authorization: Bearer KEY`.")
     install_error_handlers(app)
-    routers = [routes_v2.router(served), routes_v1.router(served), metrics.router(served)]
+    routers = [routes_v2.router(served), routes_v1.router(served), routes_explain.router(served, cfg),
+               metrics.router(served)]
     for router in routers:
         app.include_router(router)
     # The last added runs first: log and count every request, then authenticate, then the key's rate, then read
     # the body.
-    app.add_middleware(BodyLimits, max_body_bytes=cfg.max_body_bytes)
+    app.add_middleware(BodyLimits, max_body_bytes=cfg.max_body_bytes, tighter=routes_explain.body_cap(cfg))
     app.add_middleware(RateLimits, limiter=served.limiter)
     app.add_middleware(AuthMiddleware, checker=KeyChecker(cfg.db_url) if cfg.auth else None,
                        on_failure=served.metrics.auth_failures.inc)

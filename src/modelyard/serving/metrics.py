@@ -1,5 +1,5 @@
 """Prometheus metrics of one server: requests by route and status, latency, batch sizes, queue depth, usage
-flushes that failed.
+flushes that failed, inputs explained and explanations refused.
 
 With several workers (`serve --workers N`) each worker is a process of its own, so its counters are its own. The
 server then runs prometheus_client's multiprocess mode: `serve` gives every start a fresh folder in
@@ -53,6 +53,15 @@ class ServerMetrics:
                                     registry=self.registry)
         for reason in ("rate", "quota"):
             self.rate_limited.labels(reason)
+        # Explanations apart from predictions: one costs many forward passes, and none goes through the batcher.
+        self.explanations = Counter("modelyard_explanations", "Inputs explained (POST /v1/models/NAME/explain), by "
+                                    "method", ["method"], registry=self.registry)
+        self.explain_refused = Counter("modelyard_explain_refused", "Explanations refused with 503 because the "
+                                       "server's explanation slots were all taken (busy), or answered 504 for "
+                                       "running past the server's time limit (timeout)", ["reason"],
+                                       registry=self.registry)
+        for reason in ("busy", "timeout"):
+            self.explain_refused.labels(reason)
 
     def render(self) -> bytes:
         """The Prometheus text: this process's metrics, or, with several workers, all the workers' together."""

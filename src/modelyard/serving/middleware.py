@@ -82,18 +82,23 @@ def _printable(path: str) -> str:
 
 
 class BodyLimits:
-    """Caps the body size (413), and turns v2 binary-extension bodies into JSON for the typed route."""
+    """Caps the body size (413), and turns v2 binary-extension bodies into JSON for the typed route.
 
-    def __init__(self, app, max_body_bytes: int) -> None:
-        self.app, self.max = app, max_body_bytes
+    `tighter(path)` gives a route's own smaller cap and the hint its 413 ends with (how to raise it), or None.
+    """
+
+    def __init__(self, app, max_body_bytes: int,
+                 tighter: Callable[[str], tuple[int, str] | None] = lambda path: None) -> None:
+        self.app, self.max, self.tighter = app, max_body_bytes, tighter
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        limit, hint = self.tighter(scope["path"]) or (self.max, "")
         declared = headers.get("content-length", "")
-        if declared.isascii() and declared.isdigit() and int(declared) > self.max:
-            return await send_error(send, 413, f"body of {int(declared):,} bytes is over the limit of {self.max:,}")
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+            return await send_error(send, 413, f"body of {int(declared):,} bytes is over the limit of {limit:,}{hint}")
         chunks, size, more = [], 0, True
         while more:
             msg = await receive()
@@ -102,8 +107,8 @@ class BodyLimits:
             chunks.append(msg.get("body", b""))
             size += len(chunks[-1])
             more = msg.get("more_body", False)
-            if size > self.max:
-                return await send_error(send, 413, f"body is over the limit of {self.max:,} bytes")
+            if size > limit:
+                return await send_error(send, 413, f"body is over the limit of {limit:,} bytes{hint}")
         body = b"".join(chunks)
         if "inference-header-content-length" in headers:
             try:

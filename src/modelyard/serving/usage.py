@@ -15,7 +15,7 @@ from typing import Callable
 
 log = logging.getLogger("modelyard.serving")
 
-Counts = tuple[int, int, float]  # requests, predictions, compute milliseconds
+Counts = tuple[int, int, float, int]  # requests, predictions, compute milliseconds, inputs explained
 
 
 class UsageMeter:
@@ -29,14 +29,15 @@ class UsageMeter:
         # left running in its thread, and see the counts that one puts back if its write fails.
         self.flushing = threading.Lock()
 
-    def add(self, key_id: int, predictions: int, ms: float, requests: int = 1) -> None:
+    def add(self, key_id: int, predictions: int, ms: float, requests: int = 1, explanations: int = 0) -> None:
+        """Count a request: its predictions, or (an explanation) the inputs it explained, billed apart."""
         with self.lock:
-            self._merge({key_id: (requests, predictions, ms)})
+            self._merge({key_id: (requests, predictions, ms, explanations)})
 
     def _merge(self, counts: dict[int, Counts]) -> None:
-        for key_id, (r, p, m) in counts.items():
-            r0, p0, m0 = self.pending.get(key_id, (0, 0, 0.0))
-            self.pending[key_id] = (r0 + r, p0 + p, m0 + m)
+        for key_id, (r, p, m, e) in counts.items():
+            r0, p0, m0, e0 = self.pending.get(key_id, (0, 0, 0.0, 0))
+            self.pending[key_id] = (r0 + r, p0 + p, m0 + m, e0 + e)
 
     def flush(self) -> None:
         """Add the pending counts to the registry in one transaction; on failure they stay pending and it raises."""
@@ -82,6 +83,6 @@ class UsageMeter:
                 log.warning("usage not saved at shutdown (%s), attempt %d of %d", exc.__class__.__name__,
                             attempt + 1, attempts)
                 await asyncio.sleep(min(2 ** attempt, self.max_pause_s))
-        for key_id, (r, p, m) in self.pending.items():
-            log.error("usage NOT saved: key id %d: %d requests, %d predictions, %.1f compute ms; add it with "
-                      "modelyard.store.keys.add_usage", key_id, r, p, m)
+        for key_id, (r, p, m, e) in self.pending.items():
+            log.error("usage NOT saved: key id %d: %d requests, %d predictions, %d inputs explained, %.1f compute "
+                      "ms; add it with modelyard.store.keys.add_usage", key_id, r, p, e, m)

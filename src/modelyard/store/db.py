@@ -47,6 +47,9 @@ MIGRATIONS: list[list[str]] = [
             key_id INTEGER NOT NULL REFERENCES api_keys(id), month CHAR(7) NOT NULL,
             predictions BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (key_id, month))""",
     ],
+    [  # 4: inputs explained per key (POST /v1/models/NAME/explain), billed apart from predictions
+        "ALTER TABLE usage ADD COLUMN explanations BIGINT NOT NULL DEFAULT 0",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

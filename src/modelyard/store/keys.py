@@ -158,30 +158,35 @@ def release_quota(key_id: int, n: int, month: str, *, url: str | None = None) ->
                      {"n": n, "k": key_id, "m": month})
 
 
-def add_usage(key_id: int, *, requests: int, predictions: int, compute_ms: float, url: str | None = None) -> None:
-    add_usage_many({key_id: (requests, predictions, compute_ms)}, url=url)
+def add_usage(key_id: int, *, requests: int, predictions: int, compute_ms: float, explanations: int = 0,
+              url: str | None = None) -> None:
+    add_usage_many({key_id: (requests, predictions, compute_ms, explanations)}, url=url)
 
 
-def add_usage_many(counts: dict[int, tuple[int, int, float]], *, url: str | None = None) -> None:
-    """Add {key id: (requests, predictions, compute ms)} to the usage counters, all in one transaction: if it
-    fails, none was added, so the caller can keep the counts and retry."""
+def add_usage_many(counts: dict[int, tuple], *, url: str | None = None) -> None:
+    """Add {key id: (requests, predictions, compute ms[, explanations])} to the usage counters, all in one
+    transaction: if it fails, none was added, so the caller can keep the counts and retry."""
     if not counts:
         return
     t = now()
-    rows = [{"r": r, "p": p, "c": c, "t": t, "k": key_id} for key_id, (r, p, c) in counts.items()]
+    rows = [{"r": c[0], "p": c[1], "c": c[2], "e": c[3] if len(c) > 3 else 0, "t": t, "k": key_id}
+            for key_id, c in counts.items()]
     with connect(url).begin() as conn:
         conn.execute(text("UPDATE usage SET requests = requests + :r, predictions = predictions + :p, "
-                          "compute_ms = compute_ms + :c, last_used = :t WHERE key_id = :k"), rows)
+                          "compute_ms = compute_ms + :c, explanations = explanations + :e, last_used = :t "
+                          "WHERE key_id = :k"), rows)
 
 
 def usage(*, month: str | None = None, url: str | None = None) -> list[dict]:
-    """Every key with its usage since it was created, its limits, and the predictions counted against its quota
-    in `month` (default: this month, UTC; counted while the key has a quota, so 0 for a key without one)."""
+    """Every key with its usage since it was created (requests, predictions, inputs explained, compute ms), its
+    limits, and the predictions counted against its quota in `month` (default: this month, UTC; counted while the
+    key has a quota, so 0 for a key without one)."""
     month = month or month_of()
     with reading(url) as conn:
         rows = conn.execute(text(
-            "SELECT k.id, k.name, k.prefix, k.created_at, k.revoked_at, u.requests, u.predictions, u.compute_ms, "
-            "u.last_used, k.rate_per_s, k.burst, k.monthly_quota, COALESCE(q.predictions, 0) AS quota_used "
+            "SELECT k.id, k.name, k.prefix, k.created_at, k.revoked_at, u.requests, u.predictions, u.explanations, "
+            "u.compute_ms, u.last_used, k.rate_per_s, k.burst, k.monthly_quota, "
+            "COALESCE(q.predictions, 0) AS quota_used "
             "FROM api_keys k JOIN usage u ON u.key_id = k.id "
             "LEFT JOIN quota_use q ON q.key_id = k.id AND q.month = :m ORDER BY k.id"), {"m": month})
         return [{**dict(r._mapping), "month": month} for r in rows]
