@@ -11,7 +11,7 @@ import modelyard
 from modelyard.errors import ConfigError
 from modelyard.explain import explain
 from modelyard.explain.base import Subject
-from modelyard.explain.faithfulness import deletion_curves, randomised, sanity_check
+from modelyard.explain.faithfulness import SanityCheck, deletion_curves, randomised, sanity_check
 from tests.conftest import tiny_config
 
 IG = {"n_steps": 16}  # enough for a LeNet on 8x8 inputs (the bench states its own, larger, step count)
@@ -96,6 +96,12 @@ def test_a_randomised_model_gets_different_integrated_gradients_signs(lenet, ima
     # absolute values stay correlated (about 0.75 here and on the full LeNet; see spearman_abs).
     check = sanity_check(lenet, images[:12], "integrated-gradients", **IG)
     assert check.spearman < 0.3 and check.undefined == 0
+
+
+def test_inputs_with_a_flat_map_are_left_out_of_the_correlation_not_counted_as_zero():
+    check = SanityCheck("grad-cam", np.array([0.5, np.nan, 0.1]), np.array([0.5, np.nan, 0.3]), undefined=1)
+    assert check.spearman == pytest.approx(0.3) and check.spearman_abs == pytest.approx(0.4)
+    assert np.isnan(SanityCheck("grad-cam", np.array([np.nan]), np.array([np.nan]), undefined=1).spearman)
 
 
 def test_randomising_resets_every_layer_and_leaves_the_model_alone(lenet):

@@ -377,25 +377,34 @@ DELETERS = {"image": GridDeleter, "sequence": GridDeleter, "text": _TextDeleter,
 class SanityCheck:
     """Rank correlation between a method's attributions on the trained model and on a copy with every weight
     re-initialised, per input (Spearman). Near 0: the explanation depends on what the model learnt; near 1: it
-    would look the same for any model (an edge detector, not an explanation)."""
+    would look the same for any model (an edge detector, not an explanation).
+
+    An input where either map is flat (Grad-CAM's ReLU can zero all of it) has no ranking: its correlation is
+    NaN, left out of the means, and counted in `undefined`.
+    """
 
     method: str
-    spearman_per_input: np.ndarray  # (N,) signed attributions
+    spearman_per_input: np.ndarray  # (N,) signed attributions; NaN where undefined
     spearman_abs_per_input: np.ndarray  # (N,) absolute values
-    undefined: int  # inputs where one of the two attributions is constant (no ranking): counted as 0
+    undefined: int
     settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def spearman(self) -> float:
-        return float(self.spearman_per_input.mean())
+        return _mean_defined(self.spearman_per_input)
 
     @property
     def spearman_abs(self) -> float:
-        return float(self.spearman_abs_per_input.mean())
+        return _mean_defined(self.spearman_abs_per_input)
 
     def to_json(self) -> dict:
         return {"method": self.method, "n": len(self.spearman_per_input), "spearman": self.spearman,
                 "spearman_abs": self.spearman_abs, "undefined": self.undefined, "settings": self.settings}
+
+
+def _mean_defined(values: np.ndarray) -> float:
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if len(defined) else float("nan")
 
 
 def sanity_check(model, inputs, method: str | None = None, *, seed: int = 0, **params) -> SanityCheck:
@@ -406,8 +415,6 @@ def sanity_check(model, inputs, method: str | None = None, *, seed: int = 0, **p
         ConfigError: the model has no torch module to re-initialise (onnx, int8, estimators), or the method
             does not apply.
     """
-    from scipy.stats import spearmanr
-
     from modelyard.explain.base import Batch, Subject, check_method, check_params, read_inputs
 
     predictor = _predictor(model)
@@ -419,26 +426,26 @@ def sanity_check(model, inputs, method: str | None = None, *, seed: int = 0, **p
     options = check_params(name, impl, params)
     raw, ids = read_inputs(subject, inputs)
     x = predictor.transform(raw)
-    proba = predictor.proba_of(x)
-    target = proba.argmax(axis=1)
+    target = predictor.proba_of(x).argmax(axis=1)
     results = []
     for s in (subject, Subject(randomised(predictor, seed=seed))):
         s.eval()
         batch = Batch(raw=raw, ids=ids, x=x, proba=s.proba(x), target=target)
         results.append(impl.fn(s, batch, options))
-    signed, absolute, undefined = [], [], 0
-    for a, b in zip(results[0].values, results[1].values):
-        a, b = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
-        if np.ptp(a) == 0 or np.ptp(b) == 0:
-            undefined += 1
-            signed.append(0.0)
-            absolute.append(0.0)
-            continue
-        signed.append(float(spearmanr(a, b).statistic))
-        absolute.append(float(spearmanr(np.abs(a), np.abs(b)).statistic) if np.ptp(np.abs(a)) and np.ptp(np.abs(b))
-                        else 0.0)
-    return SanityCheck(method=name, spearman_per_input=np.array(signed), spearman_abs_per_input=np.array(absolute),
-                       undefined=undefined, settings=dict(results[0].settings))
+    pairs = [(np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1))
+             for a, b in zip(results[0].values, results[1].values)]
+    signed = np.array([_spearman(a, b) for a, b in pairs])
+    return SanityCheck(method=name, spearman_per_input=signed,
+                       spearman_abs_per_input=np.array([_spearman(np.abs(a), np.abs(b)) for a, b in pairs]),
+                       undefined=int(np.isnan(signed).sum()), settings=dict(results[0].settings))
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
 
 
 def randomised(predictor, *, seed: int = 0):
