@@ -111,12 +111,12 @@ class ExplainResponse(BaseModel):
     items: list[ExplainedInput]
 
 
-RESPONSE_EXAMPLE = {
-    "model": "digits", "method": "integrated-gradients", "kind": "image",
-    "settings": {"n_steps": 50, "baseline": "the training split's mean image (1,257 examples)"}, "notes": [],
-    "items": [{"id": "1", "predicted": "0", "target": "0", "probability": 0.93,
-               "quality": {"convergence_delta": 0.0004, "relative_delta": 0.0005}, "shape": [8, 8], "units": None,
-               "attributions": [0.0, 0.0012, 0.0311, "...64 values in all"]}],
+RESPONSE_EXAMPLE = {  # a text model's answer: short enough to show whole
+    "model": "tickets", "method": "integrated-gradients", "kind": "text",
+    "settings": {"n_steps": 50, "baseline": "the tokeniser's mask token [MASK]"}, "notes": [],
+    "items": [{"id": "1", "predicted": "printing", "target": "printing", "probability": 0.91,
+               "quality": {"convergence_delta": 0.0021, "relative_delta": 0.0024}, "shape": [5],
+               "units": ["the", "printer", "will", "not", "print"], "attributions": [0.01, 0.62, 0.02, 0.05, 0.21]}],
 }
 
 
