@@ -324,7 +324,7 @@ def router(served: Served, cfg) -> APIRouter:
             async with served.limiter.quota(key, n):  # 429 if the key's quota cannot cover n more
                 answer, ms = await explainer.run(job, served.metrics.explain_refused.labels)
         except ModelyardError as exc:  # what only the method can see, e.g. an occlusion window larger than the input
-            raise BadRequest(_for_http(str(exc)), 422) from None
+            raise BadRequest(_for_http(str(exc), served), 422) from None
         served.metrics.explanations.labels(job.method).inc(n)
         if key:
             served.usage.add(key["id"], 0, ms, explanations=n)
@@ -338,7 +338,7 @@ def _checked_job(served: Served, body: ExplainRequest, cap: int) -> Job:
     try:
         return _job(served, body, cap)
     except ModelyardError as exc:
-        raise BadRequest(_for_http(str(exc)), 422) from None
+        raise BadRequest(_for_http(str(exc), served), 422) from None
     except BadRequest as exc:  # an input that does not fit the model: the request is well-formed, its content not
         raise BadRequest(str(exc), 422 if exc.status == 400 else exc.status) from None
 
@@ -371,8 +371,10 @@ def _job(served: Served, body: ExplainRequest, cap: int) -> Job:
     return Job(method, impl, options, raw, [str(i + 1) for i in range(n)], x, body.target)
 
 
-def _for_http(message: str) -> str:
-    """A message written for the CLI, with its option names as this route's fields."""
+def _for_http(message: str, served: Served) -> str:
+    """A message written for the CLI, with its option names as this route's fields and the model named as the
+    client knows it (not by its folder on the server)."""
+    message = message.replace(str(served.model.model_dir), f"model {served.name!r}")
     return message.replace("--method ", "method ").replace("--target ", "target ")
 
 
