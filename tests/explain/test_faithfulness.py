@@ -156,3 +156,64 @@ def test_a_text_without_a_word_the_model_reads_has_a_flat_curve(tfidf):
 def test_the_sanity_check_needs_a_torch_model(tfidf):
     with pytest.raises(ConfigError, match="re-initialises a torch model"):
         sanity_check(tfidf, ["a text"], "linear")
+
+
+# ---------------------------------------------------------------- text read as token ids (Hugging Face)
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory, topics_csv, tiny_bert_dir, no_report):
+    cfg = tiny_config(name="hf", data={"source": f"csv:{topics_csv}", "text": "description", "target": "topic",
+                                       "tokenizer": {"max_length": 24}},
+                      train={"epochs": 1, "batch_size": 8, "lr": 0.001}, evaluate={"bootstrap": 0})
+    cfg["model"] = {"name": "hf", "pretrained": str(tiny_bert_dir)}
+    return modelyard.load(modelyard.train(cfg, output=tmp_path_factory.mktemp("bert"), quiet=True).path)
+
+
+def test_tokens_are_replaced_by_the_mask_token_where_the_explanation_says(bert, topics_csv):
+    import pandas as pd
+
+    from modelyard.explain.text import baseline_ids
+
+    texts = pd.read_csv(topics_csv)["description"].tolist()[:6]
+    e = explain(bert, texts, method="occlusion")
+    curves = deletion_curves(bert, e, texts, steps=8)
+    np.testing.assert_allclose(curves.curves[:, 0], [it.probability for it in e], atol=1e-6)
+    assert curves.n_units.tolist() == [len(it.positions) for it in e]
+    masked = baseline_ids(Subject(bert), bert.transform(texts))  # every token of the text masked: the last point
+    target = [bert.labels.index(it.target) for it in e]
+    np.testing.assert_allclose(curves.curves[:, -1], bert.proba_of(masked)[np.arange(6), target], atol=1e-6)
+
+
+def test_randomising_a_hugging_face_model_changes_every_tensor(bert):
+    copy = randomised(bert, seed=0)
+    changed = [not torch.equal(a, b) for a, b in zip(copy.model.state_dict().values(),
+                                                     bert.model.state_dict().values())]
+    assert all(changed) and copy.family == "hf"
+    assert not np.allclose(copy.predict_proba(["router packet server"]), bert.predict_proba(["router packet server"]))
+
+
+# ---------------------------------------------------------------- table rows
+
+
+@pytest.fixture(scope="module")
+def wine_logreg(tmp_path_factory, wine_csv, no_report):
+    cfg = tiny_config(name="wine", data={"source": f"csv:{wine_csv}", "target": "cultivar",
+                                         "categorical": ["colour_band"]},
+                      train={"epochs": 3, "batch_size": 32, "lr": 0.05}, evaluate={"bootstrap": 0})
+    cfg["model"] = {"name": "logreg"}
+    return modelyard.load(modelyard.train(cfg, output=tmp_path_factory.mktemp("wine"), quiet=True).path)
+
+
+def test_columns_take_the_reference_rows_raw_values(wine_logreg, wine_csv):
+    import pandas as pd
+
+    rows = pd.read_csv(wine_csv).drop(columns="cultivar").iloc[::20].reset_index(drop=True)  # 9 rows
+    e = explain(wine_logreg, rows, method="linear")
+    curves = deletion_curves(wine_logreg, e, rows, steps=7)
+    assert (curves.n_units == 14).all()  # 13 numeric columns and one categorical (its one-hot slots together)
+    np.testing.assert_allclose(curves.curves[:, 0], [it.probability for it in e], atol=1e-6)
+    reference = Subject(wine_logreg).reference.value  # the mean row: every column replaced
+    target = [wine_logreg.labels.index(it.target) for it in e]
+    np.testing.assert_allclose(curves.curves[:, -1], wine_logreg.predict_proba(reference)[0, target], atol=1e-6)
+    assert curves.ratio < 1.0
