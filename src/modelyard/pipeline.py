@@ -198,6 +198,7 @@ def _fit_estimator(cfg: ExperimentConfig, run: RunDir, acc) -> Run:
 def _score_and_save(cfg: ExperimentConfig, run: RunDir, bundle, model, predictions: dict, facts: dict) -> Run:
     """Metrics, predictions/*.csv, the model artifact and the report, from val and test probabilities."""
     from modelyard.artifact import save_artifact
+    from modelyard.explain.reference import save_reference
     from modelyard.metrics import classification_report, headline_interval
     from modelyard.report.html import write_report
 
@@ -213,6 +214,7 @@ def _score_and_save(cfg: ExperimentConfig, run: RunDir, bundle, model, predictio
         write_predictions(run.predictions_dir / f"{split}.csv", names, y, prob, bundle.labels)
     save_artifact(run.model_dir, model, model_cfg=cfg.model, input_shape=bundle.input_shape, labels=bundle.labels,
                   preprocessor=bundle.preprocessor, experiment=cfg.name, model_inputs=bundle.model_inputs)
+    save_reference(run.model_dir, run.path, bundle.preprocessor)
     write_report(run, cfg, metrics, run.history(), predictions["test"], bundle.labels, texts=bundle.test_texts)
     run.set_status(status="completed", finished=utc_stamp())
     return Run(run.path, metrics)

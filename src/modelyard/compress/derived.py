@@ -27,6 +27,7 @@ def write_derived(parent, derived: RunDir, compressed, *, speed_budget_s: float 
     """Save `compressed` into `derived`, score it on the parent's split, time both models; returns metrics.json."""
     from modelyard.artifact import load, save_artifact
     from modelyard.data.base import label_indices
+    from modelyard.explain.reference import FILE as REFERENCE_FILE
     from modelyard.metrics import classification_report, headline_interval
     from modelyard.pipeline import write_predictions
     from modelyard.report.html import write_report
@@ -41,6 +42,9 @@ def write_derived(parent, derived: RunDir, compressed, *, speed_budget_s: float 
                   experiment=derived.path.name.rsplit("-", 1)[0], model_inputs=meta["model_inputs"],
                   extra={"lineage": {k: lineage[k] for k in ("parent_name", "method", "params")},
                          **compressed.meta})
+    parent_reference = parent.predictor.model_dir / REFERENCE_FILE
+    if parent_reference.is_file():  # the training split's mean input: the derived model explains from it too
+        shutil.copyfile(parent_reference, staged / REFERENCE_FILE)
     model = load(staged)  # what serve and evaluate will load is what is scored here
     labels = model.labels
     predictions = {}

@@ -283,7 +283,8 @@ class TabularPreprocessor:
             parts.append(scaled[:, None])
         for col, st in self.categorical.items():
             v = self._fill(frame[col], col, st["fill"], where, place).astype(str)
-            cats = pd.Categorical(v, categories=st["categories"])
+            # unseen categories as missing first: pandas will refuse values outside the given categories
+            cats = pd.Categorical(v.where(v.isin(st["categories"])), categories=st["categories"])
             onehot = np.zeros((len(v), len(st["categories"])), dtype=np.float32)
             known = cats.codes >= 0
             onehot[np.flatnonzero(known), cats.codes[known]] = 1.0

@@ -506,12 +506,19 @@ def explain(model, inputs, *, method: str | None = None, target: str | None = No
     name, impl = check_method(subject, method)
     options = check_params(name, impl, params)
     raw, ids = read_inputs(subject, inputs, ids)
-    x = predictor.transform(raw)
+    return run_method(subject, name, impl, options, raw, ids, target=target)
+
+
+def run_method(subject: Subject, name: str, impl: Impl, options, raw, ids: list[str], *, target: str | None = None,
+               x=None) -> Explanation:
+    """A checked method on inputs already read (`x`: already through the preprocessor). The server reads its own
+    inputs, since over HTTP a text is never a path to open."""
+    predictor = subject.predictor
+    x = predictor.transform(raw) if x is None else x
     proba = predictor.proba_of(x)
     batch = Batch(raw=raw, ids=ids, x=x, proba=proba, target=resolve_target(target, predictor.labels, proba))
     subject.eval()
-    result: Attributions = impl.fn(subject, batch, options)
-    return assemble(subject, batch, name, result)
+    return assemble(subject, batch, name, impl.fn(subject, batch, options))
 
 
 def assemble(subject: Subject, batch: Batch, method: str, result: Attributions) -> Explanation:

@@ -11,10 +11,12 @@ preprocessing already); text: the tokeniser's mask token, else its unknown token
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+FILE = "explain-reference.safetensors"  # in the model folder: a registered copy has no run to compute it from
 MAX_REFERENCE_EXAMPLES = 5000  # a mean over more training images changes little and costs a full read
 
 _CACHE: dict[tuple[str, str], "Reference"] = {}  # model folder -> its reference: a server explains many requests
@@ -38,26 +40,37 @@ def reference(subject) -> Reference:
 
 
 def _mean_input(subject) -> Reference:
-    """The training split's mean image or sequence, in the model's preprocessed units."""
+    """The training split's mean image or sequence, in the model's preprocessed units: from the model folder
+    (written at training), else from the run's own split, else the per-channel mean (0 once standardised)."""
     import torch
 
     from modelyard.errors import ModelyardError
 
     pre = subject.predictor.preprocessor
     what = "image" if subject.kind == "image" else "sequence"
+    saved = _read_saved(subject.predictor.model_dir / FILE, tuple(pre.input_shape))
+    if saved is not None:
+        value, n = saved
+        return Reference(value, f"the training split's mean {what} ({n})")
     fallback = Reference(torch.zeros(tuple(pre.input_shape)),
                          f"the training data's per-channel mean {what} (0 after standardisation)")
-    run = subject.run_dir
-    if run is None:
+    if subject.run_dir is None:
+        fallback.source += " (the model folder holds no mean input and has no run around it)"
         return fallback
-    from modelyard.data import read_run_splits
-    from modelyard.runs import RunDir
-
     try:
-        raw, parts, _ = read_run_splits(RunDir.open(run))
+        value, n = mean_input(subject.run_dir, pre)
     except (ModelyardError, OSError) as exc:
         fallback.source += f" (the run's training split could not be read: {exc})"
         return fallback
+    return Reference(value, f"the training split's mean {what} ({n})")
+
+
+def mean_input(run_dir, pre):
+    """(the mean of the run's training split through `pre`, a phrase saying over how many examples)."""
+    from modelyard.data import read_run_splits
+    from modelyard.runs import RunDir
+
+    raw, parts, _ = read_run_splits(RunDir.open(run_dir))
     idx = parts["train"]
     if len(idx) > MAX_REFERENCE_EXAMPLES:
         idx = np.sort(np.random.default_rng(0).choice(idx, MAX_REFERENCE_EXAMPLES, replace=False))
@@ -66,8 +79,35 @@ def _mean_input(subject) -> Reference:
     for start in range(0, len(train), 512):
         x = pre.transform(_take(train.x, slice(start, start + 512))).double()
         total = x.sum(dim=0) if total is None else total + x.sum(dim=0)
-    sampled = f", a sample of {len(idx):,} of {len(parts['train']):,}" if len(idx) < len(parts["train"]) else ""
-    return Reference((total / len(idx)).float(), f"the training split's mean {what} ({len(idx):,} examples{sampled})")
+    sampled = f", a sample of {len(parts['train']):,}" if len(idx) < len(parts["train"]) else ""
+    return (total / len(idx)).float(), f"{len(idx):,} examples{sampled}"
+
+
+def save_reference(model_dir: Path, run_dir: Path, pre) -> None:
+    """Write the training split's mean input beside the weights (images and sequences; the other kinds' references
+    need no data), so that a copy registered and served without its run explains from the same baseline."""
+    from safetensors.torch import save_file
+
+    if pre.kind not in ("image", "sequence"):
+        return
+    value, n = mean_input(run_dir, pre)
+    save_file({"mean_input": value.contiguous()}, str(model_dir / FILE), metadata={"examples": n})
+
+
+def _read_saved(path: Path, shape: tuple[int, ...]):
+    """(tensor, examples phrase) from the model folder's reference file, or None when absent or not fitting."""
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            value, n = f.get_tensor("mean_input"), (f.metadata() or {}).get("examples", "?")
+    except Exception:  # a damaged file: compute it again rather than fail the explanation
+        return None
+    if tuple(value.shape) != shape or not bool(value.isfinite().all()):
+        return None
+    return value.float(), n
 
 
 def _take(x, part: slice):

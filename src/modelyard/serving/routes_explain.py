@@ -221,14 +221,9 @@ class Slot:
 
 
 def _explain(subject, job: Job):
-    """`modelyard.explain.explain` from its inputs read and checked: what it does after `read_inputs`."""
-    from modelyard.explain.base import Batch, assemble, resolve_target
+    from modelyard.explain.base import run_method
 
-    proba = subject.predictor.proba_of(job.x)
-    batch = Batch(raw=job.raw, ids=job.ids, x=job.x, proba=proba,
-                  target=resolve_target(job.target, subject.labels, proba))
-    subject.eval()
-    return assemble(subject, batch, job.method, job.impl.fn(subject, batch, job.options))
+    return run_method(subject, job.method, job.impl, job.options, job.raw, job.ids, target=job.target, x=job.x)
 
 
 class Explainer:
