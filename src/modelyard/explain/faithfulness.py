@@ -306,11 +306,13 @@ class WordDeleter(Deleter):
     """
 
     def __init__(self, subject, raw, x) -> None:
+        from modelyard.explain.text import analyzer_words
+
         super().__init__(subject, raw, x)
         vectorizer = subject.predictor.model.vectorizer
-        preprocess, tokenize = vectorizer.build_preprocessor(), vectorizer.build_tokenizer()
+        preprocess = vectorizer.build_preprocessor()
         self.normal = lambda word: preprocess(str(word)).strip()
-        self.words = [tokenize(preprocess(str(t))) for t in x]
+        self.words = [analyzer_words(vectorizer, str(t))[0] for t in x]  # the words the linear method attributes
 
     def units(self, i: int, item) -> int:
         return len(item.positions) if item.positions is not None else len(item.units or ())
