@@ -6,6 +6,15 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# shap's permutation masking compiles numba kernels on first use, 5 to 15 s per process; on the tests' tiny tables
+# the same kernels run as plain Python in well under a second. Set before anything imports shap.
+os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: torch's default of a thread per core in each oversubscribes them,
+    # and its OpenMP threads spin while they wait (a tiny SHAP call took 10-100x longer so on a busy machine)
+    import torch
+
+    torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,6 +42,19 @@ def digits_run(tmp_path_factory):
     import modelyard
 
     return modelyard.train(tiny_config(), output=tmp_path_factory.mktemp("runs"), quiet=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def report_explains_one_right_one_wrong():
+    """Every run's report explains a sample of its test examples, 4 right and 4 wrong; the suite's hundred tiny runs
+    explain 1 and 1 instead (drawing the pictures is most of a tiny run's report). tests/explain/test_report.py
+    checks the shipped sample."""
+    import modelyard.report.explain as section
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("RIGHT", "WRONG", "TEXT_TRANSFORMER_RIGHT", "TEXT_TRANSFORMER_WRONG"):
+            mp.setattr(section, name, 1)
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,9 @@ def test_saved_model_reproduces_the_test_predictions(digits_run):
 
 def test_report_is_self_contained(digits_run):
     html = (digits_run.path / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 6  # learning curves, ROC, PR, confusion, per-class F1, reliability
+    metrics, explained = html.split("What the model looks at")
+    assert metrics.count("data:image/png;base64,") == 6  # learning curves, ROC, PR, confusion, per-class F1, reliability
+    assert explained.count("data:image/png;base64,") >= 2  # at least one test image predicted right, one wrong
     assert "Test accuracy" in html and "95% CI" in html and "src=\"http" not in html
 
 

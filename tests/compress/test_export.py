@@ -76,7 +76,8 @@ def test_onnx_cnn_gives_the_torch_probabilities_and_reloads(cnn_run, derived):
     meta = json.loads((result.path / "model" / "modelyard.json").read_text())
     assert (meta["family"], meta["format_version"], meta["weights"]) == ("onnx", 2, "model.onnx")
     assert meta["onnx"]["opset"] == 17 and meta["onnx"]["inputs"] == ["input"]
-    assert {p.name for p in (result.path / "model").iterdir()} == {"model.onnx", "modelyard.json"}
+    assert {p.name for p in (result.path / "model").iterdir()} == {"model.onnx", "modelyard.json",
+                                                                   "explain-reference.safetensors"}
     assert RunDir(result.path).current_status() == "completed"
 
     test = split_of(cnn_run)

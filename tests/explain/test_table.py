@@ -3,27 +3,21 @@ each method checked against what it promises (SHAP's additivity, the linear mode
 here from the weights, Integrated Gradients' completeness), on tiny mlp and logreg runs of a synthetic table whose
 `noise` column carries nothing."""
 
-import os
+import io
+import shutil
+from pathlib import Path
 
-# shap's permutation masking compiles numba kernels on first use, 5 to 15 s per process; on these tiny tables
-# the same kernels run as plain Python in well under a second. Set before anything imports shap.
-os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
 
-import io  # noqa: E402
-import shutil  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import modelyard  # noqa: E402
-from modelyard.errors import ConfigError, DataError, RunError  # noqa: E402
-from modelyard.explain import explain  # noqa: E402
-from modelyard.explain.table import permutation_importance  # noqa: E402
-from tests.conftest import tiny_config  # noqa: E402
+import modelyard
+from modelyard.errors import ConfigError, DataError, RunError
+from modelyard.explain import explain
+from modelyard.explain.table import permutation_importance
+from tests.conftest import tiny_config
 
 
 def write_table(path: Path, n: int = 160, seed: int = 0) -> Path:

@@ -88,10 +88,13 @@ def save_reference(model_dir: Path, run_dir: Path, pre) -> None:
     need no data), so that a copy registered and served without its run explains from the same baseline."""
     from safetensors.torch import save_file
 
+    from modelyard.filemode import as_umask_allows
+
     if pre.kind not in ("image", "sequence"):
         return
     value, n = mean_input(run_dir, pre)
     save_file({"mean_input": value.contiguous()}, str(model_dir / FILE), metadata={"examples": n})
+    as_umask_allows(model_dir / FILE)
 
 
 def _read_saved(path: Path, shape: tuple[int, ...]):
