@@ -10,7 +10,7 @@ attributions < 0.3.
 
 Usage:
     python bench/explain_faithfulness.py --keep runs/bench-explain            # every model but MiniLM's n=200 cost
-    python bench/explain_faithfulness.py --only minilm --n 20                  # MiniLM (about 1-2 s per example)
+    python bench/explain_faithfulness.py --only minilm --n 20 --sanity-n 5     # MiniLM: 4-10 s per example
     python bench/explain_faithfulness.py --only digits,wine --n 200 --steps 50 --json out.json
 
 Models (--only): digits (examples/digits-lenet.yaml), mnist1d (examples/mnist1d-cnn.yaml), wine (the wine table
@@ -98,7 +98,9 @@ def runs_for(model: str, args) -> list[Path]:
         return [trained(args.keep, mlp), trained(args.keep, logreg)]
     run = args.tfidf if model == "tfidf" else args.minilm
     if not (run / "model" / "modelyard.json").is_file():
-        raise SystemExit(f"--{model} {run}: no finished run there; pass a finished debian-sections run")
+        print(f"skipped {model}: no finished run at {run}; pass --{model} RUN (a finished debian-sections run)",
+              file=sys.stderr)
+        return []
     return [run]
 
 
@@ -121,18 +123,17 @@ def method_params(method: str, args) -> dict:
     return {"n_steps": args.steps} if method == "integrated-gradients" else {}
 
 
-def quality_figure(explanation) -> str:
-    """The method's own quality figure, median over inputs (IG: relative completeness gap)."""
+def quality_figure(explanation, curves) -> str:
+    """The method's own quality figure, median over inputs (IG: relative completeness gap), and how many of its
+    maps are flat (nothing to order by)."""
     keys = sorted({k for it in explanation for k in it.quality})
     key = "relative_delta" if "relative_delta" in keys else (keys[0] if keys else None)
-    if key is None:
-        return "-"
-    values = [it.quality[key] for it in explanation if key in it.quality]
-    return f"{key} {statistics.median(values):.3g}"
-
-
-def flat_maps(curves) -> str:
-    return f"; {curves.flat} of {len(curves)} maps flat" if curves.flat else ""
+    parts = []
+    if key:
+        parts.append(f"{key} {statistics.median(it.quality[key] for it in explanation if key in it.quality):.3g}")
+    if curves.flat:
+        parts.append(f"{curves.flat} of {len(curves)} maps flat")
+    return "; ".join(parts) or "-"
 
 
 def score(predictor, experiment: str, x, method: str, args, earlier=None) -> tuple[dict, object]:
@@ -161,7 +162,7 @@ def score(predictor, experiment: str, x, method: str, args, earlier=None) -> tup
             "median_ratio": float(np.median(ratios)), "target": target,
             "pass": None if target is None else bool(d.ratio <= target), "s_per_example": explain_s / len(d),
             "scoring_s_per_example": (time.perf_counter() - t0) / len(d), "flat": d.flat,
-            "quality": quality_figure(e) + flat_maps(d),
+            "quality": quality_figure(e, d),
             "fractions": d.fractions.tolist(), "mean_curve": d.mean_curve.tolist(),
             "mean_random_curve": d.mean_random_curve.tolist(), "settings": e.settings}, d
 
@@ -200,10 +201,28 @@ def sanity_row(r: dict) -> str:
             f"{r['undefined']} | < {SANITY_TARGET} | {'pass' if r['pass'] else 'FAIL'} | {r['seconds']:.1f} |")
 
 
+def measure(model: str, args, results: list, sanity_jobs: list) -> None:
+    """Every method that applies to the model's runs: a row each, printed as it comes; sanity checks queued."""
+    import modelyard
+    from modelyard.explain.base import EXPLAINERS, GRADIENT_FAMILIES, Subject, methods_for
+
+    for run in runs_for(model, args):
+        predictor = modelyard.load(run)
+        subject = Subject(predictor)
+        experiment = predictor.meta["experiment"]
+        x = test_sample(run, args.n, args.seed)
+        curves = None
+        for method in methods_for(subject):
+            r, curves = score(predictor, experiment, x, method, args, earlier=curves)
+            results.append(r)
+            print(row(r), flush=True)
+        if subject.family in GRADIENT_FAMILIES and args.sanity_n:  # the issue asks for the digits CNN's
+            sanity_jobs += [(predictor, experiment, x, m) for m in methods_for(subject)
+                            if EXPLAINERS.get(m).obj.impls[subject.kind].needs in ("gradients", "conv")]
+
+
 def main() -> None:
     args = parse_args()
-    import modelyard
-    from modelyard.explain.base import GRADIENT_FAMILIES, Subject, methods_for
     from modelyard.machine import machine_info
 
     chosen = [m.strip() for m in args.only.split(",") if m.strip()]
@@ -218,22 +237,7 @@ def main() -> None:
     print(HEAD.format(r=args.random_orders))
     print("|" + "---|" * HEAD.count(" | ") + "---|", flush=True)
     for model in chosen:
-        for run in runs_for(model, args):
-            predictor = modelyard.load(run)
-            subject = Subject(predictor)
-            experiment = predictor.meta["experiment"]
-            x = test_sample(run, args.n, args.seed)
-            curves = None
-            for method in methods_for(subject):
-                r, curves = score(predictor, experiment, x, method, args, earlier=curves)
-                results.append(r)
-                print(row(r), flush=True)
-            if subject.family in GRADIENT_FAMILIES and args.sanity_n:  # the issue asks for the digits CNN's
-                from modelyard.explain.base import EXPLAINERS
-
-                for method in methods_for(subject):
-                    if EXPLAINERS.get(method).obj.impls[subject.kind].needs in ("gradients", "conv"):
-                        sanity_jobs.append((predictor, experiment, x, method))
+        measure(model, args, results, sanity_jobs)
     if sanity_jobs:
         print(f"\nSanity check (Adebayo et al., 2018): Spearman rank correlation of each input's attributions with "
               f"those of the same model with every layer re-initialised (seed {args.seed}), mean over the inputs "
@@ -242,20 +246,18 @@ def main() -> None:
               "| pass | seconds |")
         print("|---|---|---|---|---|---|---|---|---|", flush=True)
         for job in sanity_jobs:
-            r = sanity(*job, args)
-            checks.append(r)
-            print(sanity_row(r), flush=True)
-    ratios = [r["ratio"] for r in results]
-    if ratios:
+            checks.append(sanity(*job, args))
+            print(sanity_row(checks[-1]), flush=True)
+    if results:
+        ratios = [r["ratio"] for r in results]
         print(f"\n{len(ratios)} model/method pairs: ratio median {statistics.median(ratios):.3f}, mean "
               f"{statistics.mean(ratios):.3f}; seconds per example (explaining) median "
               f"{statistics.median(r['s_per_example'] for r in results):.4f}")
-    failed = [r for r in results + checks if r["pass"] is False]
-    for r in failed:
-        print(f"missed: {r['model']} {r['method']}", file=sys.stderr)
+    for r in results + checks:
+        if r["pass"] is False:
+            print(f"missed: {r['model']} {r['method']}", file=sys.stderr)
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine_info(), "args": {k: str(v) for k, v in
-                                                                             vars(args).items()},
+        args.json.write_text(json.dumps({"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
                                          "deletion": results, "sanity": checks}, indent=1, default=str) + "\n")
 
 
