@@ -1,5 +1,6 @@
-"""Deletion curves and the model-randomisation sanity check (explain/faithfulness.py), on a tiny digits LeNet
-trained to be right on most inputs, and on a tiny TF-IDF model (words replaced by the reference word)."""
+"""Deletion curves and the model-randomisation sanity check (explain/faithfulness.py): on a tiny digits LeNet
+trained to be right on most inputs (the figures and the issue's sanity bar), then each other way a unit is
+replaced by the reference: TF-IDF words, token ids (a tiny Hugging Face BERT) and table columns."""
 
 import copy
 
