@@ -208,3 +208,10 @@ def test_a_sequence_explanation_saves_a_plot_per_input(sequence_model, tmp_path)
     for name in ("1.png", "2.png"):
         with Image.open(tmp_path / name) as im:
             assert im.format == "PNG"
+
+
+def test_grad_cam_weighs_the_rectified_maps_of_the_last_convolution(lenet, digits):
+    # features.3 is LeNet's last Conv2d, features.4 its ReLU: Grad-CAM before the ReLU gave mostly all-zero maps
+    e = lenet.explain(digits, method="grad-cam")
+    assert e.settings["layer"] == "features.4"
+    assert sum(float(np.abs(item.values).sum()) > 0 for item in e) >= 1
