@@ -178,6 +178,8 @@ class TextPreprocessor:
 
     def read_inputs(self, path: Path):
         """A CSV (the text column the model was trained on, or `text`) or a .txt file, one example per line."""
+        if path.is_dir():
+            raise DataError(f"{path} is a folder, and a text model reads a CSV or a .txt file of one text per line")
         if path.suffix.lower() == ".csv":
             frame = read_csv(path)
             col = self._column(frame, str(path))

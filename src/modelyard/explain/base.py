@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from modelyard.errors import ConfigError, DataError
 from modelyard.registry import Registry
@@ -50,6 +50,14 @@ class MethodParams(BaseModel):
     """Base of every method's options: unknown keys are an error naming the method's own."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_a_flag(cls, value, info):
+        # pydantic reads True as 1 for a number: n_steps=True would run Integrated Gradients with one step
+        if isinstance(value, (bool, np.bool_)) and cls.model_fields[info.field_name].annotation is not bool:
+            raise ValueError(f"expected a number, not {bool(value)}")
+        return value
 
 
 Needs = Literal["gradients", "forward", "linear", "conv"]
@@ -331,7 +339,8 @@ def why_not(method: Method, subject: Subject) -> str | None:
     if impl.families is not None and subject.family not in impl.families:
         return f"it explains {', '.join(impl.families)} models, and this is a {subject.family} model"
     if impl.needs in ("gradients", "conv") and subject.module is None:
-        return f"it needs gradients, and a {subject.family} model gives none"
+        article = "an" if subject.family[:1] in ("a", "e", "i", "o", "u") else "a"
+        return f"it needs gradients, and {article} {subject.family} model gives none"
     if impl.needs == "conv" and not has_convolution(subject.module):
         return f"it needs a convolution layer, and {subject.model_name} has none"
     if impl.needs == "linear" and not is_linear(subject):
@@ -427,7 +436,7 @@ def read_inputs(subject: Subject, inputs, ids: list[str] | None = None) -> tuple
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(i, (str, Path)) for i in inputs):
-        raws, names = [], []
+        raws, names, given = [], [], []  # given: each input named by the path as passed
         for i, item in enumerate(inputs):
             path = Path(item)
             # "" would be Path("."), the working directory: a blank string is an (empty) text, never a path
@@ -435,15 +444,20 @@ def read_inputs(subject: Subject, inputs, ids: list[str] | None = None) -> tuple
             if literal:
                 raws.append([str(item)])
                 names.append([str(i + 1)])
+                given.append(names[-1])
                 continue
             raw, read_ids = predictor.read(path)
             raws.append(raw)
             names.append([f"{path.name}:{r}" if len(inputs) > 1 and kind != "image" else r for r in read_ids])
+            given.append([(str(path / r) if path.is_dir() else str(item)) if kind == "image" else f"{item}:{r}"
+                          for r in read_ids])
         raw = _concat(raws, kind)
         read_ids = [n for part in names for n in part]
+        if len(set(read_ids)) < len(read_ids):  # the same file name in two folders: name each as it was passed
+            read_ids = [n for part in given for n in part]
     else:
-        raw = inputs
-        read_ids = [str(i + 1) for i in range(len(inputs))]
+        raw = _in_memory(inputs, kind)
+        read_ids = [str(i + 1) for i in range(len(raw))]
     if isinstance(raw, pd.DataFrame):
         raw = raw.reset_index(drop=True)
     n = len(raw)
@@ -458,6 +472,32 @@ def read_inputs(subject: Subject, inputs, ids: list[str] | None = None) -> tuple
     if len(ids) != n:
         raise ConfigError(f"{len(ids)} ids for {n} inputs; pass one id per input")
     return raw, [str(i) for i in ids]
+
+
+def _in_memory(inputs, kind: str):
+    """In-memory inputs as the preprocessor takes them: a table's rows as a DataFrame (from a dict per row), a
+    lone PIL image as a list of one."""
+    import pandas as pd
+    from PIL import Image
+
+    if kind == "tabular":
+        if isinstance(inputs, dict):
+            inputs = [inputs]
+        if isinstance(inputs, (list, tuple)) and all(isinstance(r, dict) for r in inputs):  # [] too: no rows
+            return pd.DataFrame(list(inputs))
+        if not isinstance(inputs, pd.DataFrame):
+            raise DataError(f"table rows come as a DataFrame, a dict per row or a CSV path, not a "
+                            f"{type(inputs).__name__}")
+        return inputs
+    if isinstance(inputs, Image.Image):
+        return [inputs]
+    if not hasattr(inputs, "__len__") or isinstance(inputs, (bytes, dict)):
+        raise DataError(f"cannot explain a {type(inputs).__name__}; pass a path, a list of inputs or an array")
+    return inputs
+
+
+_TAKES = {"image": "image files, arrays (N, H, W) or (N, H, W, C) of numbers, or PIL images",
+          "sequence": "an array (N, L) of numbers", "text": "texts", "tabular": "a DataFrame of rows"}
 
 
 def _is_file(path: Path) -> bool:
@@ -514,7 +554,13 @@ def run_method(subject: Subject, name: str, impl: Impl, options, raw, ids: list[
     """A checked method on inputs already read (`x`: already through the preprocessor). The server reads its own
     inputs, since over HTTP a text is never a path to open."""
     predictor = subject.predictor
-    x = predictor.transform(raw) if x is None else x
+    if x is None:
+        try:
+            x = predictor.transform(raw)
+        except (TypeError, ValueError, RuntimeError) as exc:  # a value no preprocessor check foresaw
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"the model cannot take these inputs ({detail}); pass what `modelyard predict` takes: "
+                            f"{_TAKES.get(subject.kind, 'its inputs')}") from None
     proba = predictor.proba_of(x)
     batch = Batch(raw=raw, ids=ids, x=x, proba=proba, target=resolve_target(target, predictor.labels, proba))
     subject.eval()

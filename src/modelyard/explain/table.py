@@ -147,7 +147,7 @@ class ShapParams(MethodParams):
                             description="Background rows SHAP masks columns with (the cost grows with them).")
     max_evals: int | None = Field(None, ge=1, le=MAX_EVALS,
                                   description="Coalitions evaluated per row; default 2 x columns + 512.")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seeds SHAP's sampling (NumPy's legacy generator's range).")
 
 
 def summarise(shap, rows: np.ndarray, k: int, columns: list[str], source: str):
