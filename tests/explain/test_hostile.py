@@ -102,3 +102,16 @@ def test_the_refusal_of_a_gradient_method_reads_as_english(digits_model):
         family, kind, model_name, module = "onnx", "image", "mlp", None
 
     assert why_not(EXPLAINERS.get("saliency").obj, Onnx()) == "it needs gradients, and an onnx model gives none"
+
+
+def test_the_report_never_reads_a_test_text_as_a_path(tfidf_run, monkeypatch):
+    from modelyard.report.explain import HEADING, explain_section
+    from modelyard.runs import RunDir
+
+    # "." (any text naming a file or folder in the working directory) was opened as one: "Not shown: . is a folder"
+    monkeypatch.setattr("modelyard.report.explain._test_examples",
+                        lambda run, chosen, y, labels: ([".", "README.md"][:len(chosen)], ["a", "b"][:len(chosen)]))
+    run = RunDir.open(tfidf_run)
+    y, prob = np.array([0, 1]), np.array([[0.9, 0.1, 0.0], [0.9, 0.1, 0.0]])  # one right, one wrong
+    shown = explain_section(run, run.config(), (y, prob, None), ["garden", "kitchen", "network"])
+    assert shown.startswith(HEADING) and "Not shown" not in shown and "by <b>linear</b>" in shown, shown

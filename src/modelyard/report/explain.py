@@ -83,6 +83,10 @@ def _explained(run, cfg, test_predictions, labels, model) -> str:
     ids = [f"{names[k]} (true {labels[y[i]]}, {'right' if k < len(right) else 'wrong'})"
            for k, i in enumerate(chosen)]
     params = {key: value for key, value in CHEAP.items() if key in impl.params.model_fields}
+    if subject.kind == "text":  # a list of strings would be read as paths where one names a file ("README.md")
+        import pandas as pd
+
+        raw = pd.DataFrame({"text": [str(t) for t in raw]})
     explanation = explain(model, raw, method=method, ids=ids, **params)
     fragment = explanation.fragment()
     log.info("explained %d test examples for the report in %.2f s", len(chosen), time.perf_counter() - t0)
