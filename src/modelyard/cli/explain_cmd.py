@@ -59,7 +59,7 @@ def explain(run: str, inputs: tuple[str, ...], method: str | None, target: str |
     """Explain RUN's predictions for INPUT: which pixels, tokens or table columns moved each one.
 
     INPUT is read as `modelyard predict` reads it (images or folders of them, a CSV, a .txt file of one text per
-    line) or, for text models, is the text itself. Prints a table (the strongest units per input and the
+    line) or, for text models, is the text itself (unless it names an existing file). Prints a table (the strongest units per input and the
     method's quality figure) and writes index.html, to open in a browser, into --output.
     """
     given = {field: value for field, value in options.items() if value is not None}
