@@ -115,3 +115,19 @@ def test_the_report_never_reads_a_test_text_as_a_path(tfidf_run, monkeypatch):
     y, prob = np.array([0, 1]), np.array([[0.9, 0.1, 0.0], [0.9, 0.1, 0.0]])  # one right, one wrong
     shown = explain_section(run, run.config(), (y, prob, None), ["garden", "kitchen", "network"])
     assert shown.startswith(HEADING) and "Not shown" not in shown and "by <b>linear</b>" in shown, shown
+
+
+def test_a_two_class_tfidf_model_explains_either_class(tmp_path, topics_csv, no_report):
+    # scikit-learn keeps one score for two classes, stored as (0, s): class 0's attributions were all zero, so every
+    # text the model put in class 0 was shown with no word highlighted
+    frame = pd.read_csv(topics_csv)
+    labels = sorted(frame["topic"].unique())[:2]
+    frame[frame["topic"].isin(labels)].to_csv(tmp_path / "two.csv", index=False)
+    cfg = tiny_config(name="two", data={"source": f"csv:{tmp_path / 'two.csv'}", "text": "description",
+                                        "target": "topic"})
+    cfg["model"] = {"name": "tfidf-linear"}
+    model = modelyard.load(modelyard.train(cfg, output=tmp_path, quiet=True).path)
+    text = frame[frame["topic"] == labels[0]]["description"].iloc[0]
+    first, second = (explain(model, text, target=label)[0] for label in labels)
+    assert np.abs(first.values).max() > 0 and first.quality["completeness_gap"] < 1e-6
+    np.testing.assert_allclose(first.values, -second.values)  # log-odds of one class are minus the other's

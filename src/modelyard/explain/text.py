@@ -194,12 +194,16 @@ def linear(subject, batch, params: MethodParams) -> Attributions:
     texts = input_texts(subject, batch)
     tfidf = vec.transform(texts).tocsr()  # (N, F)
     scores = model.scores(texts)  # (N, C), before temperature and softmax
+    coef, intercept = model.coef.astype(np.float64), model.intercept.astype(np.float64)
+    # Two classes: scikit-learn fits one score s, kept as the scores (0, s), so class 0's own score never moves and
+    # its attributions would all be 0. Either class is explained by its log-odds against the other instead.
+    pair = len(coef) == 2
     values, units, positions, quality, empty = [], [], [], [], []
     for i, (text, target) in enumerate(zip(texts, batch.target)):
         t = int(target)
+        weights = coef[t] - coef[1 - t] if pair else coef[t]
         row = tfidf[i]
-        share = dict(zip(row.indices.tolist(), (model.coef[t, row.indices].astype(np.float64)
-                                                * row.data.astype(np.float64)).tolist()))
+        share = dict(zip(row.indices.tolist(), (weights[row.indices] * row.data.astype(np.float64)).tolist()))
         words, _ = analyzer_words(vec, text)
         value = np.zeros(len(words))
         for feature, occurrences in ngram_occurrences(vec, words).items():
@@ -210,13 +214,15 @@ def linear(subject, batch, params: MethodParams) -> Attributions:
         values.append(value)
         units.append(words)
         positions.append(np.arange(len(words)))
-        quality.append({"completeness_gap": abs(float(value.sum()) - float(scores[i, t] - model.intercept[t]))})
+        score = scores[i, t] - intercept[t] - (scores[i, 1 - t] - intercept[1 - t] if pair else 0.0)
+        quality.append({"completeness_gap": abs(float(value.sum()) - float(score))})
         if not words:
             empty.append(batch.ids[i])
     notes = [f"input {empty[0]} has no word the model reads ({len(empty)} such input{'s' if len(empty) > 1 else ''})"
              ] if empty else []
     return Attributions(values=values, units=units, positions=positions, quality=quality, notes=notes, settings={
-        "attributes": "the target class's linear score (before temperature and softmax)",
+        "attributes": ("the target class's log-odds against the other class (score difference, before temperature)"
+                       if pair else "the target class's linear score (before temperature and softmax)"),
         "split": "each feature's coef x tf-idf value shared equally by the words of its occurrences",
         "baseline": "no features (the score is the intercept)"})
 
