@@ -131,3 +131,14 @@ def test_a_two_class_tfidf_model_explains_either_class(tmp_path, topics_csv, no_
     first, second = (explain(model, text, target=label)[0] for label in labels)
     assert np.abs(first.values).max() > 0 and first.quality["completeness_gap"] < 1e-6
     np.testing.assert_allclose(first.values, -second.values)  # log-odds of one class are minus the other's
+
+
+def test_kernel_shap_with_too_few_coalitions_says_so_in_a_note_not_on_stderr(table_model, wine_csv):
+    import warnings
+
+    rows = pd.read_csv(wine_csv).drop(columns=["cultivar"]).head(1)
+    with warnings.catch_warnings(record=True) as caught:  # shap's six-line UserWarning landed amid the CLI's table
+        warnings.simplefilter("always")
+        e = explain(table_model, rows, method="kernel-shap", max_evals=2, background=1)
+    assert not [w for w in caught if "singular" in str(w.message)]
+    assert any("too few to tell" in note and "least-squares guess" in note for note in e.notes), e.notes

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import re
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -231,9 +232,12 @@ def kernel_shap(subject, batch, params: ShapParams) -> Attributions:
     nsamples = default_evals(params, n_columns)
     f = _target_proba(subject, codec)
     rows = codec.encode(batch.raw)
-    with seeded(params.seed):
+    with seeded(params.seed), warnings.catch_warnings(record=True) as caught:
+        # too few coalitions for the columns: shap warns on stderr (six lines amid the CLI's table); a note says it
+        warnings.filterwarnings("always", message="Linear regression equation is singular")
         explainer = shap.KernelExplainer(f, data, link="identity")
         raw_values = explainer.shap_values(rows, nsamples=nsamples, l1_reg=False, silent=True)
+    singular = any("equation is singular" in str(w.message) for w in caught)
     values = _pick(raw_values, batch.target)
     expected = np.average(f(background), axis=0, weights=weights)  # (C,)
     fx = f(rows)[np.arange(len(rows)), batch.target]
@@ -245,6 +249,9 @@ def kernel_shap(subject, batch, params: ShapParams) -> Attributions:
     if n_columns <= 30 and nsamples < exhaustive:
         notes.append(f"KernelSHAP sampled {nsamples:,} of the {exhaustive:,} column coalitions per row (max_evals); "
                      "values are estimates: raise max_evals for steadier ones")
+    if singular:
+        notes.append(f"KernelSHAP's {nsamples:,} coalitions per row are too few to tell {n_columns} columns apart: "
+                     "its values are a least-squares guess; raise max_evals")
     return Attributions(values=list(values), units=[list(codec.columns)] * len(batch), quality=quality, notes=notes,
                         settings=settings)
 
