@@ -156,6 +156,8 @@ def default_folder(run: str) -> Path:
 def explanation_table(explanation, top: int = 3) -> str:
     """One line per input: its id, prediction, target and the target's probability, the `top` strongest units
     with their attributions, and Integrated Gradients' completeness gap where the method has one."""
+    from modelyard.explain.base import RELATIVE_DELTA_WARNING, unconverged
+
     quality = any("relative_delta" in it.quality for it in explanation)
     header = ["id", "predicted", "target", "p(target)", f"top {top} {UNITS.get(explanation.kind, 'units')}"]
     header += ["delta"] if quality else []
@@ -165,7 +167,7 @@ def explanation_table(explanation, top: int = 3) -> str:
         row = [_clip(it.id, MAX_ID_CHARS), it.predicted, it.target, f"{it.probability:.3f}", units]
         if quality:
             delta = it.quality.get("relative_delta")
-            row.append("" if delta is None else f"{delta:.1%}")
+            row.append("" if delta is None else f"{delta:.1%}" + (" !" if unconverged(it) else ""))
         rows.append(row)
     widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
     lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *rows]]
@@ -174,8 +176,9 @@ def explanation_table(explanation, top: int = 3) -> str:
     lines.insert(0, f"{explanation.method}" + (f" ({settings})" if settings else "")
                  + (f"; baseline: {baseline}" if baseline else ""))
     if quality:
-        lines.append("delta: how far the attributions' sum is from f(x) - f(baseline), as a share of it "
-                     "(over 5% is unreliable)")
+        lines.append("delta: how far the attributions' sum is from f(x) - f(baseline), as a share of it; ! marks "
+                     f"an unreliable one (over {RELATIVE_DELTA_WARNING:.0%} of it and of the attributions' own "
+                     "sum of absolute values): raise --steps")
     return "\n".join(lines)
 
 
