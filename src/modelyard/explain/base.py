@@ -595,7 +595,8 @@ def assemble(subject: Subject, batch: Batch, method: str, result: Attributions) 
         worst = max(flagged, key=lambda it: it.quality["relative_delta"])
         notes.append(f"Integrated Gradients did not converge on {len(flagged)} of {len(items)} inputs: attributions "
                      f"sum to f(x) - f(baseline) only within {worst.quality['relative_delta']:.1%} (input {worst.id}; "
-                     f"over {RELATIVE_DELTA_WARNING:.0%} is unreliable). Raise n_steps")
+                     f"over {RELATIVE_DELTA_WARNING:.0%} of it and of the attributions' own scale is unreliable). "
+                     "Raise n_steps")
     return Explanation(method=method, kind=subject.kind, labels=list(labels), items=items,
                        settings=dict(result.settings), notes=notes)
 
