@@ -8,6 +8,7 @@ import traceback
 
 import click
 
+from modelyard.cli.audit_cmd import audit
 from modelyard.cli.compress_cmd import compress
 from modelyard.cli.config_cmd import config
 from modelyard.cli.explain_cmd import explain
@@ -46,6 +47,7 @@ cli.add_command(keys)
 cli.add_command(serve)
 cli.add_command(config)
 cli.add_command(reference_demo)
+cli.add_command(audit)
 
 
 def main(argv: list[str] | None = None) -> None:

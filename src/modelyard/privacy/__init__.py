@@ -1,0 +1,1 @@
+"""Privacy: membership-inference audits of a trained run (audit.py)."""
