@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pexpect
 import pytest
 import yaml
@@ -808,3 +809,13 @@ def test_saved_model_folder_says_the_oldest_format_that_reads_it(shared):
     meta = json.loads((shared["run"] / "model" / "modelyard.json").read_text())
     assert meta["format_version"] == 1 < FORMAT_VERSION
 
+
+
+@pytest.mark.parametrize("inputs", [np.array([[object()] * 8] * 8, dtype=object)[None], np.zeros((1, 0, 0))],
+                         ids=["object-array", "zero-size-image"])
+def test_predict_refuses_inputs_no_preprocessor_check_foresaw(digits_run, inputs):
+    import modelyard
+    from modelyard.errors import DataError
+
+    with pytest.raises(DataError, match="the model cannot take these inputs .*; pass image files, arrays"):
+        modelyard.load(digits_run.path).predict(inputs)

@@ -96,6 +96,10 @@ def _lineage(path: Path) -> dict | None:
     return lineage if isinstance(lineage, dict) and {"parent", "method"} <= lineage.keys() else None
 
 
+INPUTS_TAKEN = {"image": "image files, arrays (N, H, W) or (N, H, W, C) of numbers, or PIL images",
+                "sequence": "an array (N, L) of numbers", "text": "texts", "tabular": "a DataFrame of rows"}
+
+
 class Predictor:
     """A saved model ready to predict. Create it with `modelyard.load(path)`.
 
@@ -122,10 +126,19 @@ class Predictor:
         return self.adapter.family
 
     def transform(self, inputs) -> torch.Tensor:
-        """Raw inputs (a path, a DataFrame, arrays, PIL images) -> the model's input tensor."""
+        """Raw inputs (a path, a DataFrame, arrays, PIL images) -> the model's input tensor.
+
+        Raises:
+            DataError: inputs the preprocessor cannot convert (object arrays, zero-size images, ...).
+        """
         if isinstance(inputs, (str, Path)):
             inputs, _ = self.read(inputs)
-        return self.preprocessor.transform(inputs)
+        try:
+            return self.preprocessor.transform(inputs)
+        except (TypeError, ValueError, RuntimeError) as exc:  # a value no preprocessor check foresaw
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"the model cannot take these inputs ({detail}); pass "
+                            f"{INPUTS_TAKEN.get(self.preprocessor.kind, 'what it was trained on')}") from None
 
     def read(self, path: str | Path) -> tuple[Any, list[str]]:
         """Read a folder of images, an image file or a CSV; returns raw inputs and an id per input."""

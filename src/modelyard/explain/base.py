@@ -497,10 +497,6 @@ def _in_memory(inputs, kind: str):
     return inputs
 
 
-_TAKES = {"image": "image files, arrays (N, H, W) or (N, H, W, C) of numbers, or PIL images",
-          "sequence": "an array (N, L) of numbers", "text": "texts", "tabular": "a DataFrame of rows"}
-
-
 def _is_file(path: Path) -> bool:
     try:
         return path.exists()
@@ -555,13 +551,7 @@ def run_method(subject: Subject, name: str, impl: Impl, options, raw, ids: list[
     """A checked method on inputs already read (`x`: already through the preprocessor). The server reads its own
     inputs, since over HTTP a text is never a path to open."""
     predictor = subject.predictor
-    if x is None:
-        try:
-            x = predictor.transform(raw)
-        except (TypeError, ValueError, RuntimeError) as exc:  # a value no preprocessor check foresaw
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise DataError(f"the model cannot take these inputs ({detail}); pass what `modelyard predict` takes: "
-                            f"{_TAKES.get(subject.kind, 'its inputs')}") from None
+    x = predictor.transform(raw) if x is None else x
     proba = predictor.proba_of(x)
     batch = Batch(raw=raw, ids=ids, x=x, proba=proba, target=resolve_target(target, predictor.labels, proba))
     subject.eval()
@@ -574,7 +564,8 @@ def unconverged(item: "Item") -> bool:
     if "convergence_delta" not in q:
         return False
     scale = float(np.abs(item.values).sum())
-    return q.get("relative_delta", 0.0) > RELATIVE_DELTA_WARNING and q["convergence_delta"] > RELATIVE_DELTA_WARNING * scale
+    return (q.get("relative_delta", 0.0) > RELATIVE_DELTA_WARNING
+            and q["convergence_delta"] > RELATIVE_DELTA_WARNING * scale)
 
 
 def assemble(subject: Subject, batch: Batch, method: str, result: Attributions) -> Explanation:
