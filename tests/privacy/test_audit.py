@@ -47,7 +47,10 @@ def test_the_cli_prints_the_table_and_writes_privacy_json(overfit_run, capsys):
 
 
 def test_the_calibrated_attack_trains_reference_models_without_the_audited_examples(overfit_run, tmp_path):
-    report = audit_privacy(overfit_run, n=40, seed=1, reference_models=1, reference_epochs=2, work=tmp_path)
+    lines = []
+    report = audit_privacy(overfit_run, n=40, seed=1, reference_models=1, reference_epochs=2, work=tmp_path,
+                           log=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("training reference model 1 of 1 (2 epochs)")
     assert [a["attack"] for a in report["attacks"]] == ["loss threshold", "calibrated (1 reference model)"]
     assert all(0.0 <= a["auc"] <= 1.0 and 0.0 <= a["tpr_at_1pct_fpr"] <= 1.0 for a in report["attacks"])
     (reference,) = report["reference_models"]
@@ -57,7 +60,9 @@ def test_the_calibrated_attack_trains_reference_models_without_the_audited_examp
     target = RunDir(overfit_run).splits()["splits"]
     assert len(audited & set(target["train"])) == 40  # the audited members are the target's training examples
 
-    again = audit_privacy(overfit_run, n=40, seed=1, reference_models=1, reference_epochs=2, work=tmp_path)
+    again = audit_privacy(overfit_run, n=40, seed=1, reference_models=1, reference_epochs=2, work=tmp_path,
+                          log=lines.append)
+    assert len(lines) == 1, "the reference model was trained again instead of reused"
     assert again["reference_models"] == [reference] and again["attacks"] == report["attacks"]
 
 

@@ -38,5 +38,6 @@ def privacy(run: str, n: int | None, seed: int, reference_models: int, reference
     from modelyard.privacy.audit import audit_privacy, format_table
 
     report = audit_privacy(run, n=n, seed=seed, reference_models=reference_models,
-                           reference_epochs=reference_epochs, work=work)
+                           reference_epochs=reference_epochs, work=work,
+                           log=lambda line: click.echo(line, err=True))
     click.echo(json.dumps(report, indent=1) if as_json else format_table(report))

@@ -79,7 +79,8 @@ def example_losses(model, raw) -> np.ndarray:
 
 
 def audit_privacy(run, *, n: int | None = None, seed: int = 0, reference_models: int = 2,
-                  reference_epochs: int | None = None, work: str | Path | None = None, quiet: bool = True) -> dict:
+                  reference_epochs: int | None = None, work: str | Path | None = None, quiet: bool = True,
+                  log=None) -> dict:
     """Run the loss-threshold and the difficulty-calibrated membership-inference attacks on RUN; writes
     RUN/audit/privacy.json and returns what it holds.
 
@@ -90,6 +91,8 @@ def audit_privacy(run, *, n: int | None = None, seed: int = 0, reference_models:
         reference_models: K models for the calibrated attack; 0 runs the loss-threshold attack only.
         reference_epochs: train the reference models this many epochs instead of the run's `train.epochs`.
         work: folder for the reference models (default: RUN/audit/reference/).
+        quiet: train the reference models without the trainer's progress output.
+        log: called with a line before each reference model is trained (they can take as long as RUN did).
 
     Raises:
         ConfigError: a language model, or `n` larger than the splits allow.
@@ -126,7 +129,8 @@ def audit_privacy(run, *, n: int | None = None, seed: int = 0, reference_models:
         folder = Path(work) if work else rundir.path / "audit" / "reference"
         epochs = reference_epochs or cfg.train.epochs
         folder = folder / f"n{len(members)}-seed{seed}-epochs{epochs}"
-        references = [train_reference(cfg, raw, parts, members, non_members, k, epochs, folder, quiet=quiet)
+        references = [train_reference(cfg, raw, parts, members, non_members, k, epochs, folder, quiet=quiet,
+                                      log=log or (lambda line: None), of=reference_models)
                       for k in range(reference_models)]
         mean = {side: np.mean([example_losses(load(path), raw.take(idx)) for path in references], axis=0)
                 for side, idx in (("members", members), ("non_members", non_members))}
@@ -177,7 +181,7 @@ def reference_parts(parts: dict, members: np.ndarray, non_members: np.ndarray) -
 
 
 def train_reference(cfg, raw, parts, members, non_members, k: int, epochs: int, folder: Path, *,
-                    quiet: bool) -> Path:
+                    quiet: bool, log, of: int) -> Path:
     """Reference model k's run directory: reused when a completed one is in folder/ref-k, else trained there."""
     from modelyard.runs import RunDir
 
@@ -191,6 +195,7 @@ def train_reference(cfg, raw, parts, members, non_members, k: int, epochs: int, 
     ref_cfg = cfg.model_copy(deep=True)
     ref_cfg.seed = cfg.seed + 1 + k
     ref_cfg.train.epochs = epochs
+    log(f"training reference model {k + 1} of {of} ({epochs} epochs) into {out}")
     with _split_as(reference_parts(parts, members, non_members)):
         return Path(modelyard.train(ref_cfg, output=out, quiet=quiet).path)
 
