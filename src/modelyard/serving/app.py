@@ -110,11 +110,11 @@ def app_from_env() -> FastAPI:
 
 
 def serve(cfg: ServerConfig, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          serving: str | None = None) -> None:
-    """Serve until SIGTERM or Ctrl-C.
+          serving: str | None = None, tls: tuple[str, str] | None = None) -> None:
+    """Serve until SIGTERM or Ctrl-C; HTTPS when `tls` gives (certificate file, key file).
 
     Loads the model first (a bad MODEL fails before the port opens), binds the socket, then prints `serving`
-    (what is served, when given) and `listening on http://HOST:PORT` on stderr: port 0 picks a free port, and
+    (what is served, when given) and `listening on http(s)://HOST:PORT` on stderr: port 0 picks a free port, and
     that line says which. Several workers share the socket and sum their metrics (see `metrics`).
     """
     import uvicorn
@@ -130,11 +130,13 @@ def serve(cfg: ServerConfig, *, host: str = "127.0.0.1", port: int = 8000, worke
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port "
                              "(0 picks a free one) or --host") from None
     shown = f"[{host}]" if family == socket.AF_INET6 else host
-    url = f"http://{shown}:{sock.getsockname()[1]}"
+    url = f"{'https' if tls else 'http'}://{shown}:{sock.getsockname()[1]}"
     if serving:
         print(f"serving {serving}", file=sys.stderr)
     print(f"listening on {url} (docs: {url}/docs)", file=sys.stderr, flush=True)
     common = dict(timeout_graceful_shutdown=30, access_log=False, log_level="warning")
+    if tls:
+        common.update(ssl_certfile=tls[0], ssl_keyfile=tls[1])
     if workers == 1:
         uvicorn.Server(uvicorn.Config(app, **common)).run(sockets=[sock])
         return
