@@ -127,12 +127,14 @@ def _serve_cli(capsys, monkeypatch, run, *args):
 
 def test_bad_certificate_or_key_files_are_one_line_errors_before_the_server_starts(
         image_run, certificate, tmp_path, capsys, monkeypatch):
+    from cryptography.hazmat.primitives import serialization
+
     cert_file, key_file = certificate
     _, other_key = self_signed(tmp_path, "other")
     encrypted = tmp_path / "encrypted.key"
-    run = subprocess.run(["openssl", "pkey", "-in", str(key_file), "-aes256", "-passout", "pass:secret",
-                          "-out", str(encrypted)], capture_output=True)
-    assert run.returncode == 0, run.stderr
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(b"secret")))
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate\n")
     cases = [
