@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from modelyard.privacy.audit import attack_scores, audit_privacy, tpr_at
+from modelyard.data.base import RawData
+from modelyard.privacy.audit import attack_scores, audit_privacy, calibrated_attacks, example_statistics, tpr_at
 from modelyard.runs import RunDir
 from tests.conftest import cli_in_process, tiny_config
 
@@ -34,6 +35,32 @@ def test_the_scores_match_a_hand_computation():
     assert tpr_at(np.array([0.0, 0.0, 0.5, 1.0]), np.array([0.0, 0.4, 0.8, 1.0]), 0.01) == pytest.approx(0.408)
 
 
+class FixedModel:
+    """Gives example i its true label ("a") with probability p[i]."""
+    labels = ["a", "b"]
+
+    def __init__(self, p):
+        self.p = np.asarray(p)
+
+    def predict_raw(self, raw):
+        p = self.p[raw.x]
+        return np.stack([p, 1 - p], axis=1)
+
+
+def test_calibration_subtracts_what_reference_models_make_of_each_example():
+    raw = RawData(x=np.arange(4), y=np.array(["a"] * 4), kind="sequence")
+    members, non_members = np.array([0, 1]), np.array([2, 3])
+    target = {side: example_statistics(FixedModel([0.9, 0.6, 0.8, 0.3]), raw.take(idx))
+              for side, idx in (("members", members), ("non_members", non_members))}
+    # losses .105, .511 against .223, 1.204: 3 of 4 pairs ordered
+    assert attack_scores(-target["members"]["loss"], -target["non_members"]["loss"])[0] == pytest.approx(0.75)
+    # example 2 is easy for a model that never saw it (0.9), so its 0.8 is no sign of membership
+    loss, logit = calibrated_attacks(target, [FixedModel([0.5, 0.5, 0.9, 0.5])], raw, members, non_members)
+    assert (loss.id, logit.id) == ("calibrated-loss", "calibrated-logit")
+    assert loss.auc == pytest.approx(1.0) and logit.auc == pytest.approx(1.0)
+    assert target["members"]["logit"] == pytest.approx([np.log(9), np.log(1.5)])
+
+
 def test_the_cli_prints_the_table_and_writes_privacy_json(overfit_run, capsys):
     code, out, err = cli_in_process(capsys, "audit", "privacy", overfit_run, "--n", 60, "--reference-models", 0)
     assert code == 0, err
@@ -51,7 +78,8 @@ def test_the_calibrated_attack_trains_reference_models_without_the_audited_examp
     report = audit_privacy(overfit_run, n=40, seed=1, reference_models=1, reference_epochs=2, work=tmp_path,
                            log=lines.append)
     assert len(lines) == 1 and lines[0].startswith("training reference model 1 of 1 (2 epochs)")
-    assert [a["attack"] for a in report["attacks"]] == ["loss threshold", "calibrated (1 reference model)"]
+    assert [a["attack"] for a in report["attacks"]] == ["loss threshold", "calibrated loss (1 reference model)",
+                                                        "calibrated logit (1 reference model)"]
     assert all(0.0 <= a["auc"] <= 1.0 and 0.0 <= a["tpr_at_1pct_fpr"] <= 1.0 for a in report["attacks"])
     (reference,) = report["reference_models"]
     seen = RunDir(reference).splits()["splits"]

@@ -18,7 +18,7 @@ def audit() -> None:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Draws the audited examples.")
 @click.option("--reference-models", "reference_models", type=click.IntRange(min=0), default=2, show_default=True,
-              metavar="K", help="Reference models for the calibrated attack, trained with RUN's config on every "
+              metavar="K", help="Reference models for the calibrated attacks, trained with RUN's config on every "
                                 "example but the audited ones (0: the loss-threshold attack only).")
 @click.option("--reference-epochs", "reference_epochs", type=click.IntRange(min=1), metavar="N",
               help="Train the reference models N epochs (default: RUN's train.epochs).")
@@ -30,8 +30,9 @@ def privacy(run: str, n: int | None, seed: int, reference_models: int, reference
     """Membership inference on RUN: can an attacker tell its training examples from held-out ones by their loss?
 
     Prints each attack's ROC-AUC (0.5: no better than chance) and its true-positive rate at 1% false positives,
-    and writes RUN/audit/privacy.json. The calibrated attack subtracts each example's mean loss under K reference
-    models that never saw it (Watson et al., 2022); the loss-threshold one uses the loss alone (Yeom et al., 2018).
+    and writes RUN/audit/privacy.json. The loss-threshold attack uses each example's loss alone (Yeom et al.,
+    2018); the calibrated ones subtract its mean loss, or mean logit-scaled confidence (LiRA's statistic, Carlini
+    et al., 2022), under K reference models that never saw it (Watson et al., 2022).
     """
     import json
 
