@@ -221,10 +221,15 @@ def build_model(cfg, meta: dict, model_dir: Path):
     from modelyard.models import create_model
 
     try:
-        return create_model(cfg, input_shape=tuple(meta["input_shape"]), num_classes=len(meta["labels"]),
-                            **meta["model_inputs"])
+        model = create_model(cfg, input_shape=tuple(meta["input_shape"]), num_classes=len(meta["labels"]),
+                             **meta["model_inputs"])
     except ModelyardError as exc:
         raise RunError(f"{model_dir / 'modelyard.json'}: {exc}") from None
+    if meta.get("private_layers"):  # trained with train.privacy: BatchNorm became GroupNorm, the same way again
+        from modelyard.training.privacy import fix_layers
+
+        model, _ = fix_layers(model)
+    return model
 
 
 # ---------------------------------------------------------------- checking a model folder before it is used

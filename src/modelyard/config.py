@@ -113,6 +113,24 @@ class DistillConfig(Section):
                          "cross-entropy weighs 1 - alpha.")
 
 
+class PrivacyConfig(Section):
+    """Differentially private training (DP-SGD, Abadi et al., 2016) with Opacus: each example's gradient is clipped
+    to `max_grad_norm`, Gaussian noise is added, and batches are Poisson-sampled so the accountant's epsilon holds."""
+
+    target_epsilon: float | None = Field(None, gt=0, description="Epsilon to spend over train.epochs; Opacus picks "
+                                         "the noise multiplier. Give this or noise_multiplier, not both.")
+    noise_multiplier: float | None = Field(None, gt=0, description="Noise standard deviation over max_grad_norm; "
+                                           "epsilon then follows from it.")
+    delta: float = Field(1e-5, gt=0, lt=1, description="Delta of (epsilon, delta)-DP; below 1 / training examples.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Each example's gradient is clipped to this L2 norm.")
+
+    @model_validator(mode="after")
+    def _one_noise_setting(self) -> "PrivacyConfig":
+        if (self.target_epsilon is None) == (self.noise_multiplier is None):
+            raise ValueError("give exactly one of target_epsilon (e.g. 8) and noise_multiplier (e.g. 1.0)")
+        return self
+
+
 class TrainConfig(Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1, description="Global batch size, split across processes.")
@@ -143,6 +161,9 @@ class TrainConfig(Section):
     )
     distill: DistillConfig | None = Field(
         None, description="Train against a teacher run's soft targets as well as the labels (see DistillConfig)."
+    )
+    privacy: PrivacyConfig | None = Field(
+        None, description="Differentially private training with Opacus (see PrivacyConfig)."
     )
 
     @field_validator("monitor")

@@ -70,6 +70,9 @@ def train(config: ExperimentConfig | str | Path | dict | None = None, *, output:
     try:
         set_seed(cfg.seed)
         if MODELS.get(cfg.model.name).meta.get("estimator"):
+            from modelyard.training.privacy import refuse_estimator
+
+            refuse_estimator(cfg)
             return _fit_estimator(cfg, run, acc)
         bundle = build_data(cfg.data, cfg.seed, pretrained=model_tokenizer(cfg.model))
         if acc.is_main_process:
@@ -149,7 +152,8 @@ def _training_facts(cfg: ExperimentConfig, loop, state, sizes: dict) -> dict:
     """What metrics.json says about the training itself."""
     return dict(train_time_s=state.train_time_s, epochs=state.epoch, steps=state.step, best_epoch=state.best_epoch,
                 monitor=cfg.train.monitor, best_value=state.best_value, stopped_early=state.stopped_early,
-                processes=loop.world, energy=energy_summary(state.energy), **sizes)
+                processes=loop.world, energy=energy_summary(state.energy), **sizes,
+                **({"privacy": loop.private.facts()} if loop.private is not None else {}))
 
 
 def _best_model(run: RunDir, loop):
@@ -213,7 +217,8 @@ def _score_and_save(cfg: ExperimentConfig, run: RunDir, bundle, model, predictio
     for split, (y, prob, names) in predictions.items():
         write_predictions(run.predictions_dir / f"{split}.csv", names, y, prob, bundle.labels)
     save_artifact(run.model_dir, model, model_cfg=cfg.model, input_shape=bundle.input_shape, labels=bundle.labels,
-                  preprocessor=bundle.preprocessor, experiment=cfg.name, model_inputs=bundle.model_inputs)
+                  preprocessor=bundle.preprocessor, experiment=cfg.name, model_inputs=bundle.model_inputs,
+                  extra={"private_layers": True} if cfg.train.privacy is not None else None)
     save_reference(run.model_dir, run.path, bundle.preprocessor)
     write_report(run, cfg, metrics, run.history(), predictions["test"], bundle.labels, texts=bundle.test_texts)
     run.set_status(status="completed", finished=utc_stamp())

@@ -58,6 +58,7 @@ class TrainState:
     train_time_s: float = 0.0
     energy: dict = field(default_factory=dict)  # joules so far and how they were measured (modelyard/energy.py)
     partial: dict = field(default_factory=lambda: {"loss_sum": 0.0, "correct": 0, "seen": 0})
+    privacy_history: list = field(default_factory=list)  # Opacus' accountant: [[noise, sample rate, steps], ...]
 
 
 def rng_state() -> dict:

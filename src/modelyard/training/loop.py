@@ -38,8 +38,10 @@ def make_accelerator(tc):
     if tc.device == "cuda" and not has_cuda:
         raise ConfigError("train.device is 'cuda' but no GPU is visible; set train.device to auto or cpu")
     cpu = tc.device == "cpu" or not has_cuda
+    if tc.privacy is not None and tc.precision in ("bf16", "fp16"):
+        raise ConfigError(f"train.privacy trains in fp32 (per-example gradients); set train.precision to fp32 or auto")
     if tc.precision == "auto":
-        mixed = "no" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+        mixed = "no" if cpu or tc.privacy is not None else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     else:
         mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[tc.precision]
     if cpu and mixed == "fp16":
@@ -88,6 +90,12 @@ class TrainingLoop:
             self.teacher = Teacher.load(self.tc.distill, bundle, model, device=accelerator.device,
                                         autocast=accelerator.autocast)
             bundle.notes.extend(self.teacher.notes)  # printed under the run summary with the data's notes
+        self.private = None
+        if self.tc.privacy is not None:  # checked and fixed before the optimiser sees the parameters
+            from modelyard.training.privacy import PrivateTraining
+
+            self.private = PrivateTraining(cfg, bundle, accelerator)
+            model = self.private.prepare_model(model, cfg.model.name)
         self.callbacks = list(callbacks)
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
         self.sampler = EpochBatchSampler(len(bundle.train), self.tc.batch_size, seed=cfg.seed,
@@ -110,6 +118,10 @@ class TrainingLoop:
         plain = accelerator.scaler is None and accelerator.distributed_type in (
             DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
         self._backward = torch.Tensor.backward if plain else accelerator.backward
+        if self.private is not None:
+            self.model, self.optimizer = self.private.make_private(self.model, self.optimizer, self.tc.batch_size,
+                                                                   self.tc.epochs)
+            bundle.notes.extend(self.private.notes)
         self.ema = None
         if self.tc.ema_decay:  # torch's own weight averaging; buffers (BatchNorm statistics) are averaged too
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -120,6 +132,8 @@ class TrainingLoop:
         self._saved_at = None  # the (step, epoch, batch) that `last` on disk holds
         if resume:  # after prepare: the optimiser state must land on the device the parameters now live on
             self.state = load_checkpoint(run.checkpoints, self.module, self.optimizer, self.scheduler, ema=self.ema)
+            if self.private is not None:
+                self.private.restore(self.state.privacy_history)
             self._saved_at = self._position()
             if self.rank != 0:  # partial-epoch sums were reduced over all processes before saving
                 self.state.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0}
@@ -133,7 +147,8 @@ class TrainingLoop:
 
     @property
     def module(self) -> torch.nn.Module:
-        return self.acc.unwrap_model(self.model)
+        module = self.acc.unwrap_model(self.model)
+        return module._module if self.private is not None else module  # Opacus' GradSampleModule holds the model
 
     @property
     def evaluated(self) -> torch.nn.Module:
@@ -219,6 +234,8 @@ class TrainingLoop:
     def _loader(self, epoch: int) -> DataLoader:
         # Its own generator: iter(DataLoader) would otherwise draw worker seeds from the global RNG,
         # and a run resumed mid-epoch would then see different dropout masks than an uninterrupted one.
+        if self.private is not None:
+            return self.private.loader(epoch, self.state.batch_in_epoch)
         g = torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch)
         return DataLoader(self.bundle.train, sampler=self.sampler, batch_size=None,
                           num_workers=self.cfg.data.num_workers, generator=g)
@@ -237,8 +254,12 @@ class TrainingLoop:
                 loss_sum = self.teacher.loss_sum(logits, x, y)
             else:
                 loss_sum = F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction="sum")
-            per_example = y.numel() // len(y)  # 1 label, or T next tokens: each token weighs the same
-            loss = loss_sum * (self.world / (self.window_examples[window_start // tc.grad_accum_steps] * per_example))
+            per_example = y.numel() // max(len(y), 1)  # 1 label, or T next tokens: each token weighs the same
+            if self.private is not None:  # a Poisson batch's own mean: Opacus rescales it to per-example gradients
+                loss = loss_sum / max(y.numel(), 1)
+            else:
+                loss = loss_sum * (self.world / (self.window_examples[window_start // tc.grad_accum_steps]
+                                                 * per_example))
             if tc.l1:
                 loss = loss + tc.l1 * sum(p.abs().sum() for p in self.params) / window
             self._backward(loss)
@@ -274,6 +295,8 @@ class TrainingLoop:
             **self._validate(),
             "epoch_time_s": seconds,
         }
+        if self.private is not None:
+            row["epsilon"] = self.private.epsilon()
         if not math.isfinite(row["val_loss"]):  # the epoch's last step can break the weights after its loss was read
             self._diverged(epoch, "validation loss", row["val_loss"])
         st.epoch, st.batch_in_epoch = epoch + 1, 0
@@ -332,6 +355,8 @@ class TrainingLoop:
             self._diverged(epoch, "model weights", math.nan)
         if self._stop_signal:
             self.progress.note(f"{self._stop_signal}: saving a checkpoint at step {st.step}, then stopping")
+        if self.private is not None:
+            st.privacy_history = self.private.history
         if self.acc.is_main_process:
             save_checkpoint(self.run_dir.checkpoints, self.module, self.optimizer, self.scheduler, st,
                             best_weights=self._best_weights, ema=self.ema)
