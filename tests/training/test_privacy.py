@@ -114,3 +114,14 @@ def test_layers_opacus_cannot_handle_are_named(tmp_path, monkeypatch):
         modelyard.train(tiny_config(train=PRIVATE), output=tmp_path, quiet=True)
     (run,) = tmp_path.iterdir()
     assert not (run / "history.jsonl").exists()
+
+
+def test_a_model_without_per_example_gradients_is_named_before_any_step(tmp_path, topics_csv):
+    # text-transformer's positional embedding is shared by the batch: Opacus gives it one gradient, not one each.
+    cfg = tiny_config(data={"source": f"csv:{topics_csv}", "text": "description", "target": "topic"},
+                      train={"privacy": {"noise_multiplier": 1.0, "delta": 1e-3}})
+    cfg["model"] = {"name": "text-transformer", "d_model": 16, "n_heads": 2}
+    with pytest.raises(ConfigError, match=r"model 'text-transformer' one gradient per example for pos\.weight"):
+        modelyard.train(cfg, output=tmp_path, quiet=True)
+    (run,) = tmp_path.iterdir()
+    assert not (run / "history.jsonl").exists()

@@ -120,7 +120,7 @@ class TrainingLoop:
         self._backward = torch.Tensor.backward if plain else accelerator.backward
         if self.private is not None:
             self.model, self.optimizer = self.private.make_private(self.model, self.optimizer, self.tc.batch_size,
-                                                                   self.tc.epochs)
+                                                                   self.tc.epochs, cfg.model.name)
             bundle.notes.extend(self.private.notes)
         self.ema = None
         if self.tc.ema_decay:  # torch's own weight averaging; buffers (BatchNorm statistics) are averaged too

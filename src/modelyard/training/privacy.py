@@ -71,7 +71,7 @@ class PrivateTraining:
                               f"or remove train.privacy")
         return model
 
-    def make_private(self, model, optimizer, batch_size: int, epochs: int):
+    def make_private(self, model, optimizer, batch_size: int, epochs: int, where: str):
         """The model as a GradSampleModule and the optimiser as a DPOptimizer (loss reduction: mean)."""
         from opacus import PrivacyEngine
 
@@ -87,6 +87,7 @@ class PrivateTraining:
             except NotImplementedError as exc:  # a trainable layer with neither a grad sampler nor a functorch rule
                 raise ConfigError(f"train.privacy: Opacus cannot compute per-example gradients for this model: "
                                   f"{exc}. Choose another model or remove train.privacy") from None
+        self._probe(model, optimizer, where)
         self.sample_rate = 1 / len(base)
         self.batches_per_epoch = len(base)
         self.noise_multiplier = optimizer.noise_multiplier
@@ -94,6 +95,28 @@ class PrivateTraining:
                           f"clipped to {s.max_grad_norm:g}, Poisson batches (rate {self.sample_rate:.3g}), "
                           f"delta {s.delta:g}")
         return model, optimizer
+
+    def _probe(self, model, optimizer, where: str) -> None:
+        """One backward pass on two training examples: every trainable parameter must get one gradient per example.
+        A layer that puts another axis first (some attention blocks put the sequence first) would otherwise fail
+        at the first step with a shape error, or mix examples. Forked RNG: the run draws the same numbers."""
+        import torch.nn.functional as F
+
+        device = next(model.parameters()).device
+        x, y = self.dataset[torch.arange(min(2, self.n))]
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            logits = model(x.to(device)).float()
+            F.cross_entropy(logits.flatten(0, -2), y.to(device).flatten()).backward()
+        wrong = [name for name, p in model.named_parameters()
+                 if p.requires_grad and (getattr(p, "grad_sample", None) is None or p.grad_sample.shape[0] != len(y))]
+        optimizer.zero_grad(set_to_none=True)
+        for p in model.parameters():
+            p.grad = None
+        if wrong:
+            listed = ", ".join(name.removeprefix("_module.") for name in wrong[:6]) + (", ..." if len(wrong) > 6 else "")
+            raise ConfigError(f"train.privacy: Opacus cannot give model {where!r} one gradient per example for "
+                              f"{listed}. Models that train privately: mlp, logreg, lenet5, cifar-cnn "
+                              f"(BatchNorm becomes GroupNorm); remove train.privacy or choose one of them")
 
     def _wrap(self, model, optimizer, base, epochs):
         s = self.settings
