@@ -54,17 +54,21 @@ def test_batchnorm_becomes_groupnorm_said_in_the_summary_and_loads_again(tmp_pat
 
 
 class Crash(Callback):
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
     def on_step_end(self, loop):
-        if loop.state.step == 25:
+        if loop.state.step == self.at_step:
             raise RuntimeError("simulated crash")
 
 
-def test_resumed_private_run_reports_the_uninterrupted_epsilon(tmp_path, monkeypatch):
+@pytest.mark.parametrize("crash_at", [25, 40])  # mid-epoch (after the step-24 checkpoint) and at the first epoch's end
+def test_resumed_private_run_reports_the_uninterrupted_epsilon(tmp_path, monkeypatch, crash_at):
     monkeypatch.setattr("modelyard.report.html.write_report", lambda *args, **kwargs: None)  # not what is tested
     cfg = tiny_config(train={**PRIVATE, "checkpoint_every_steps": 3})
     full = modelyard.train(cfg, output=tmp_path / "a", quiet=True)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        modelyard.train(cfg, output=tmp_path / "b", callbacks=[Crash()], quiet=True)
+        modelyard.train(cfg, output=tmp_path / "b", callbacks=[Crash(crash_at)], quiet=True)
     (crashed,) = (tmp_path / "b").iterdir()
     resumed = modelyard.train(resume=crashed, quiet=True)
     assert resumed.metrics["privacy"]["epsilon"] == pytest.approx(full.metrics["privacy"]["epsilon"], rel=1e-9)
