@@ -129,3 +129,12 @@ def test_a_model_without_per_example_gradients_is_named_before_any_step(tmp_path
         modelyard.train(cfg, output=tmp_path, quiet=True)
     (run,) = tmp_path.iterdir()
     assert not (run / "history.jsonl").exists()
+
+
+def test_hf_model_is_refused_naming_what_opacus_cannot_follow(tmp_path, topics_csv, tiny_bert_dir):
+    from tests.models.test_hf import hf_config
+
+    cfg = hf_config(topics_csv, tiny_bert_dir)
+    cfg["train"]["privacy"] = {"noise_multiplier": 1.0, "delta": 1e-3}
+    with pytest.raises(ConfigError, match=r"per-example gradients for model 'hf': .*Linear"):
+        modelyard.train(cfg, output=tmp_path, quiet=True)

@@ -105,8 +105,13 @@ class PrivateTraining:
         device = next(model.parameters()).device
         x, y = self.dataset[torch.arange(min(2, self.n))]
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            logits = model(x.to(device)).float()
-            F.cross_entropy(logits.flatten(0, -2), y.to(device).flatten()).backward()
+            try:
+                logits = model(x.to(device)).float()
+                F.cross_entropy(logits.flatten(0, -2), y.to(device).flatten()).backward()
+            except (ValueError, RuntimeError) as exc:  # Opacus' hooks meet a layer they cannot follow
+                raise ConfigError(f"train.privacy: Opacus cannot compute per-example gradients for model {where!r}: "
+                                  f"{exc}. Models that train privately: mlp, logreg, lenet5, cifar-cnn; remove "
+                                  f"train.privacy or choose one of them") from None
         wrong = [name for name, p in model.named_parameters()
                  if p.requires_grad and (getattr(p, "grad_sample", None) is None or p.grad_sample.shape[0] != len(y))]
         optimizer.zero_grad(set_to_none=True)
