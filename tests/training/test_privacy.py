@@ -138,3 +138,14 @@ def test_hf_model_is_refused_naming_what_opacus_cannot_follow(tmp_path, topics_c
     cfg["train"]["privacy"] = {"noise_multiplier": 1.0, "delta": 1e-3}
     with pytest.raises(ConfigError, match=r"per-example gradients for model 'hf': .*Linear"):
         modelyard.train(cfg, output=tmp_path, quiet=True)
+
+
+def test_privacy_cannot_be_added_or_dropped_on_a_resume(tmp_path, monkeypatch):
+    monkeypatch.setattr("modelyard.report.html.write_report", lambda *args, **kwargs: None)
+    private = modelyard.train(tiny_config(train={**PRIVATE, "epochs": 1}), output=tmp_path / "a", quiet=True)
+    with pytest.raises(ConfigError, match="a resume must keep it"):
+        modelyard.train(resume=private.path, overrides=["train.privacy=null", "train.epochs=2"], quiet=True)
+    plain = modelyard.train(tiny_config(train={"epochs": 1}), output=tmp_path / "b", quiet=True)
+    with pytest.raises(ConfigError, match="cannot be added on a resume: the run's first 20 steps"):
+        modelyard.train(resume=plain.path, overrides=["train.privacy={noise_multiplier: 1.0}", "train.epochs=2"],
+                        quiet=True)

@@ -132,8 +132,9 @@ class TrainingLoop:
         self._saved_at = None  # the (step, epoch, batch) that `last` on disk holds
         if resume:  # after prepare: the optimiser state must land on the device the parameters now live on
             self.state = load_checkpoint(run.checkpoints, self.module, self.optimizer, self.scheduler, ema=self.ema)
-            if self.private is not None:
-                self.private.restore(self.state.privacy_history)
+            from modelyard.training.privacy import restore_accountant
+
+            restore_accountant(self.private, self.state)
             self._saved_at = self._position()
             if self.rank != 0:  # partial-epoch sums were reduced over all processes before saving
                 self.state.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0}

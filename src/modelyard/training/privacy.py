@@ -171,6 +171,20 @@ class PrivateTraining:
                 "sample_rate": self.sample_rate, "accountant": "rdp", "notes": list(self.notes)}
 
 
+def restore_accountant(private: PrivateTraining | None, state) -> None:
+    """On resume: the accountant continues from the checkpoint's history. Privacy cannot be switched on or off
+    midway: steps taken without noise have no epsilon, and dropping the section would hide what was spent."""
+    if private is None:
+        if state.privacy_history:
+            raise ConfigError("this run was trained with train.privacy; a resume must keep it (remove the "
+                              "--set that drops it)")
+        return
+    if state.step and not state.privacy_history:
+        raise ConfigError(f"train.privacy cannot be added on a resume: the run's first {state.step} steps were "
+                          f"taken without noise, so no epsilon holds for it. Train anew with train.privacy")
+    private.restore(state.privacy_history)
+
+
 def _refuse_what_dp_sgd_cannot_take(tc, n: int, accelerator) -> None:
     s = tc.privacy
     fixes = {
