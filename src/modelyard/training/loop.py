@@ -39,7 +39,7 @@ def make_accelerator(tc):
         raise ConfigError("train.device is 'cuda' but no GPU is visible; set train.device to auto or cpu")
     cpu = tc.device == "cpu" or not has_cuda
     if tc.privacy is not None and tc.precision in ("bf16", "fp16"):
-        raise ConfigError(f"train.privacy trains in fp32 (per-example gradients); set train.precision to fp32 or auto")
+        raise ConfigError("train.privacy trains in fp32 (per-example gradients); set train.precision to fp32 or auto")
     if tc.precision == "auto":
         mixed = "no" if cpu or tc.privacy is not None else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     else:
