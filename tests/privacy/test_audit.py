@@ -133,3 +133,21 @@ def test_a_language_model_exits_2(overfit_run, tmp_path, capsys):
     (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
     code, _, err = cli_in_process(capsys, "audit", "privacy", copy)
     assert code == 2 and "language model" in err
+
+
+def test_the_report_shows_the_audit_and_the_privacy_spent(overfit_run, capsys):
+    from modelyard.report.privacy import privacy_section
+    from modelyard.runs import RunDir
+
+    run = RunDir.open(overfit_run)
+    assert privacy_section(run, {}) == "" or (overfit_run / "audit" / "privacy.json").exists()
+    code, _, err = cli_in_process(capsys, "audit", "privacy", overfit_run, "--n", 30, "--reference-models", 0)
+    assert code == 0 and "report:" in err
+    page = privacy_section(run, {"privacy": {"epsilon": 7.99, "delta": 1e-5, "accountant": "rdp",
+                                             "noise_multiplier": 0.654, "max_grad_norm": 1.0, "sample_rate": 0.05,
+                                             "target_epsilon": 8, "notes": ["privacy: replaced 1 layer <b>"]}})
+    assert "<h2>Privacy</h2>" in page and "epsilon 7.99" in page and "target epsilon 8" in page
+    assert "&lt;b&gt;" in page  # notes are escaped
+    assert "loss threshold" in page and "ROC-AUC" in page  # the audit's table, from RUN/audit/privacy.json
+    (overfit_run / "audit" / "privacy.json").write_text("{damaged")
+    assert privacy_section(run, {}) == ""  # a damaged audit file never fails a report

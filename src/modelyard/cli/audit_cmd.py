@@ -42,3 +42,11 @@ def privacy(run: str, n: int | None, seed: int, reference_models: int, reference
                            reference_epochs=reference_epochs, work=work,
                            log=lambda line: click.echo(line, err=True))
     click.echo(json.dumps(report, indent=1) if as_json else format_table(report))
+    from modelyard.errors import ModelyardError
+    from modelyard.report.html import render_run
+
+    try:  # the figures belong in the run's report too; the audit itself is done and written whatever happens here
+        click.echo(f"report: {render_run(run).report}", err=True)
+    except ModelyardError as exc:
+        click.echo(f"warning: the report was not redrawn ({exc}); `modelyard report {run}` adds the audit to it",
+                   err=True)

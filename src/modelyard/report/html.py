@@ -117,6 +117,7 @@ def write_report(run, cfg, metrics: dict, history: list[dict], test_predictions,
         model: the run's loaded `Predictor`, for the explanations, when it is not yet in the run's model/ folder.
     """
     from modelyard.report.explain import explain_section
+    from modelyard.report.privacy import privacy_section
 
     y, prob, _ = test_predictions
     test = metrics["test"]
@@ -162,6 +163,7 @@ Test set: {test['n']} examples; validation: {metrics['val']['n']}.</p>
 <h2>Can its confidence be trusted? (test)</h2>
 {figure(figures['reliability'], plots.title('reliability'), ece)}
 {explain_section(run, cfg, test_predictions, labels, model=model)}
+{privacy_section(run, metrics)}
 <h2>{config_heading}</h2><pre>{html.escape(config_to_yaml(cfg))}</pre>"""
     name = f"{cfg.name} ({metrics['method']})" if derived else cfg.name
     run.report_path.write_text(document(f"{name} - modelyard report", body), encoding="utf-8")
