@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 import modelyard
 from modelyard.errors import ConfigError
-from modelyard.training import Callback
 from tests.conftest import tiny_config
+from tests.training.test_resume import Crash
 
 PRIVATE = {"epochs": 2, "batch_size": 64, "lr": 0.05, "privacy": {"target_epsilon": 8, "delta": 1e-5}}
 
@@ -51,15 +51,6 @@ def test_batchnorm_becomes_groupnorm_said_in_the_summary_and_loads_again(tmp_pat
     kinds = {type(m).__name__ for m in module.modules()}
     assert "GroupNorm" in kinds and "BatchNorm2d" not in kinds
     assert run.metrics["privacy"]["noise_multiplier"] == 1.0 and run.metrics["privacy"]["epsilon"] > 0
-
-
-class Crash(Callback):
-    def __init__(self, at_step: int):
-        self.at_step = at_step
-
-    def on_step_end(self, loop):
-        if loop.state.step == self.at_step:
-            raise RuntimeError("simulated crash")
 
 
 @pytest.mark.parametrize("crash_at", [25, 40])  # mid-epoch (after the step-24 checkpoint) and at the first epoch's end

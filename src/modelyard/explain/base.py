@@ -558,6 +558,13 @@ def run_method(subject: Subject, name: str, impl: Impl, options, raw, ids: list[
     return assemble(subject, batch, name, impl.fn(subject, batch, options))
 
 
+def convergence(delta: float, change: float) -> dict[str, float]:
+    """Integrated Gradients' quality figure for one input: |delta| (Captum's completeness gap) and its share of
+    |f(x) - f(baseline)|, the two that `unconverged` reads."""
+    gap = abs(float(delta))
+    return {"convergence_delta": gap, "relative_delta": gap / max(abs(float(change)), 1e-12)}
+
+
 def unconverged(item: "Item") -> bool:
     """Whether Integrated Gradients' completeness gap makes an input's attributions unreliable."""
     q = item.quality

@@ -16,7 +16,8 @@ import numpy as np
 from pydantic import Field
 
 from modelyard.errors import ConfigError
-from modelyard.explain.base import Attributions, MethodParams, View, register_explainer, register_view
+from modelyard.explain.base import (Attributions, MethodParams, View, convergence, register_explainer,
+                                    register_view)
 
 KINDS = ("image", "sequence")
 NON_NEGATIVE = ("saliency", "grad-cam")  # drawn on a sequential colour map from 0, the rest on a diverging one
@@ -32,19 +33,6 @@ def _chunks(subject, batch, size: int):
     for start in range(0, len(batch), size):
         x = batch.x[start:start + size].to(device).float()
         yield x, torch.as_tensor(np.asarray(batch.target[start:start + size]), dtype=torch.long, device=device)
-
-
-def _scores(subject, *, probabilities: bool):
-    """The target-independent function gradient methods differentiate: class probabilities or scores (B, C) of
-    float inputs. A bf16 model (a `compress bf16` run) gets its inputs cast to bf16 inside it, so gradients still
-    reach float32 inputs."""
-    dtype = next(subject.module.parameters()).dtype
-
-    def scores(x):
-        out = subject.logits(x if x.dtype == dtype else x.to(dtype))
-        return out.softmax(dim=-1) if probabilities else out
-
-    return scores
 
 
 def _per_input(parts) -> list[np.ndarray]:
@@ -68,7 +56,7 @@ def integrated_gradients(subject, batch, params: IntegratedGradientsParams) -> A
     import torch
     from captum.attr import IntegratedGradients
 
-    probabilities = _scores(subject, probabilities=True)
+    probabilities = subject.probabilities  # a bf16 copy gets its inputs cast inside Subject.logits
     ig = IntegratedGradients(probabilities)
     reference = subject.reference.value.to(subject.predictor.device).float().unsqueeze(0)  # (1, C, H, W)
     values, quality = [], []
@@ -82,7 +70,7 @@ def integrated_gradients(subject, batch, params: IntegratedGradientsParams) -> A
             rows = torch.arange(len(x), device=x.device)
             gap = probabilities(x)[rows, target] - probabilities(reference)[0, target]  # (n,)
         for d, g in zip(delta.detach().double().cpu().abs().tolist(), gap.double().cpu().abs().tolist()):
-            quality.append({"convergence_delta": d, "relative_delta": d / max(g, 1e-12)})
+            quality.append(convergence(d, g))
         values.append(attr.sum(dim=1))  # (n, C, H, W) -> (n, H, W); (n, 1, L) -> (n, L)
     return Attributions(
         values=_per_input(values), quality=quality,
@@ -101,7 +89,7 @@ def saliency(subject, batch, params: MethodParams) -> Attributions:
 
     # The class score, not its probability: a confident prediction's probability saturates at 1.0 in float32 and
     # its gradient underflows to an all-zero map.
-    gradient = Saliency(_scores(subject, probabilities=False))
+    gradient = Saliency(subject.logits)
     # Channels reduce to the strongest one per pixel (Simonyan et al., 2014).
     maps = [gradient.attribute(x.requires_grad_(), target=target, abs=True).amax(dim=1)
             for x, target in _chunks(subject, batch, GRADIENT_CHUNK)]
@@ -118,7 +106,7 @@ def grad_cam(subject, batch, params: MethodParams) -> Attributions:
     from captum.attr import LayerAttribution, LayerGradCam
 
     name, layer = last_convolution(subject)
-    cams = LayerGradCam(_scores(subject, probabilities=False), layer)
+    cams = LayerGradCam(subject.logits, layer)
     mode = "bilinear" if subject.kind == "image" else "linear"
     maps, cam_shape = [], None
     for x, target in _chunks(subject, batch, GRADIENT_CHUNK):

@@ -21,7 +21,8 @@ import pandas as pd
 from pydantic import Field
 
 from modelyard.errors import ConfigError, DataError, ModelyardError, RunError
-from modelyard.explain.base import Attributions, MethodParams, View, register_explainer, register_view
+from modelyard.explain.base import (Attributions, MethodParams, View, convergence, register_explainer,
+                                    register_view)
 
 MAX_BACKGROUND = 100  # background rows: each costs a model evaluation per coalition (SHAP warns from 100 too)
 MAX_EVALS = 10_000  # coalitions per row
@@ -139,8 +140,12 @@ def _read_training_rows(subject, codec: ColumnCodec) -> tuple[np.ndarray | None,
     return rows, f"the training split ({len(rows):,} rows{sampled})"
 
 
-def reference_rows(subject, codec: ColumnCodec, why: str) -> tuple[np.ndarray, str]:
-    return codec.encode(subject.reference.value), f"{subject.reference.source} ({why})"
+def background_rows(subject, codec: ColumnCodec) -> tuple[np.ndarray, str]:
+    """The rows SHAP masks columns with: the run's training split, else the reference row (and why)."""
+    train, source = training_rows(subject, codec)
+    if train is None:
+        return codec.encode(subject.reference.value), f"{subject.reference.source} ({source})"
+    return train, source
 
 
 class ShapParams(MethodParams):
@@ -224,9 +229,7 @@ def kernel_shap(subject, batch, params: ShapParams) -> Attributions:
     shap = _shap()
     codec = ColumnCodec(subject.predictor.preprocessor)
     n_columns = len(codec.columns)
-    train, source = training_rows(subject, codec)
-    if train is None:
-        train, source = reference_rows(subject, codec, source)
+    train, source = background_rows(subject, codec)
     data, source = summarise(shap, train, params.background, codec.columns, source)
     background, weights = data.data, data.weights
     nsamples = default_evals(params, n_columns)
@@ -267,9 +270,7 @@ def permutation_shap(subject, batch, params: ShapParams) -> Attributions:
     if max_evals < 2 * n_columns + 1:
         raise ConfigError(f"permutation-shap: max_evals {max_evals} is too low for {n_columns} columns; it needs at "
                           f"least 2 x columns + 1 = {2 * n_columns + 1}")
-    train, source = training_rows(subject, codec)
-    if train is None:
-        train, source = reference_rows(subject, codec, source)
+    train, source = background_rows(subject, codec)
     n_background = min(params.background, len(train))
     if n_background < len(train):
         source = f"{n_background} rows sampled from {source}"
@@ -345,8 +346,7 @@ def integrated_gradients(subject, batch, params: IGParams) -> Attributions:
     proba_ref = subject.proba(ref.cpu())[0]
     change = batch.proba[np.arange(len(batch)), batch.target] - proba_ref[batch.target]
     delta = delta.detach().double().cpu().numpy()
-    quality = [{"convergence_delta": float(abs(d)), "relative_delta": float(abs(d) / max(abs(c), 1e-12))}
-               for d, c in zip(delta, change)]
+    quality = [convergence(d, c) for d, c in zip(delta, change)]
     return Attributions(values=list(values), units=[list(pre.columns)] * len(batch), quality=quality,
                         settings={"baseline": subject.reference.source, "n_steps": params.n_steps,
                                   "internal_batch_size": params.internal_batch_size,

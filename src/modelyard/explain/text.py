@@ -24,7 +24,8 @@ import numpy as np
 from pydantic import Field
 
 from modelyard.errors import ConfigError
-from modelyard.explain.base import Attributions, MethodParams, View, register_explainer, register_view
+from modelyard.explain.base import (Attributions, MethodParams, View, convergence, register_explainer,
+                                    register_view)
 
 TOWARD, AGAINST = "22,163,74", "220,38,38"  # green, red (RGB)
 
@@ -165,11 +166,10 @@ def integrated_gradients(subject, batch, params: IntegratedGradientsParams) -> A
         with torch.no_grad():
             p = subject.probabilities(torch.cat([ids, base]))[:, int(target)].double().cpu()
         per_token = attr.sum(dim=-1)[0].detach().double().cpu().numpy()  # (1, T, D) -> (T,)
-        gap = abs(float(delta[0]))
         values.append(per_token[where])
         units.append([pre.tokenizer.id_to_token(int(i)) for i in row[where]])
         positions.append(where)
-        quality.append({"convergence_delta": gap, "relative_delta": gap / max(abs(float(p[0] - p[1])), 1e-12)})
+        quality.append(convergence(float(delta[0]), float(p[0] - p[1])))
     truncated = pre.encode(input_texts(subject, batch))[1]
     notes = []
     if truncated:
